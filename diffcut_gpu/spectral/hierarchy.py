@@ -1,0 +1,139 @@
+"""The result of recursive NCut: a binary hierarchy of candidate splits, re-cuttable at any threshold.
+
+Nodes of all images share one id space, created level by level (ids grow with depth). Node ``b`` is the
+root of image ``b``. A node is **split** at threshold tau when it has children, its NCut is below tau
+and its parent is split (top-down rule, as in the recursion itself), so the set of split nodes only grows
+with tau and ``labels_at`` is monotone: a larger tau refines the segmentation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Segmentation:
+    """Token labels plus the hierarchy that produced them.
+
+    Attributes:
+        labels: (B, N) int64 segment labels, consecutive from 0 per image.
+        node_image: (M,) image of each node.
+        parent: (M,) parent id, -1 for roots.
+        children: (M, 2) child ids (first child holds the low side of the Fiedler vector), -1 if none.
+        level: (M,) depth, 0 for roots.
+        size: (M,) number of tokens.
+        ncut: (M,) float64 NCut of the node's best split; +inf where none was evaluated or allowed.
+        eigenvalue: (M,) Fiedler eigenvalue of the node's sub-graph; +inf where not evaluated.
+        path: (L+1, B, N) node of every token at each level (a token keeps its node once it stops).
+        thresholds: (B,) threshold that produced ``labels``.
+        explored_below: (B,) candidates were explored for every NCut below this (inf: full hierarchy).
+    """
+
+    labels: Tensor
+    node_image: Tensor
+    parent: Tensor
+    children: Tensor
+    level: Tensor
+    size: Tensor
+    ncut: Tensor
+    eigenvalue: Tensor
+    path: Tensor
+    thresholds: Tensor
+    explored_below: Tensor
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def num_images(self) -> int:
+        return int(self.path.shape[1])
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.parent.shape[0])
+
+    @property
+    def num_segments(self) -> Tensor:
+        """(B,) number of segments of ``labels`` per image."""
+        return self.labels.amax(-1) + 1 if self.labels.numel() else self.labels.new_zeros(self.labels.shape[0])
+
+    def split_nodes(self, tau: float | Tensor) -> Tensor:
+        """(M,) bool: nodes split at per-image threshold ``tau`` (scalar or (B,))."""
+        tau = self._per_image(tau)
+        has_children = self.children[:, 0] >= 0
+        candidate = has_children & (self.ncut < tau[self.node_image])
+        split = torch.zeros_like(candidate)
+        for depth in range(int(self.level.max()) + 1 if self.num_nodes else 0):
+            at = self.level == depth
+            parent_ok = torch.ones_like(candidate) if depth == 0 else split[self.parent.clamp_min(0)]
+            split = torch.where(at, candidate & parent_ok, split)
+        return split
+
+    def labels_at(self, tau: float | Tensor) -> Tensor:
+        """(B, N) int64 labels obtained by cutting the hierarchy at ``tau`` (scalar or per image (B,))."""
+        tau = self._per_image(tau)
+        if bool((tau > self.explored_below).any()):
+            raise ValueError(
+                f"tau: expected at most the threshold the hierarchy was explored with "
+                f"({self.explored_below.min().item():.4g}), got {tau.max().item():.4g}; rerun recursive_ncut "
+                "with full_hierarchy=True to re-cut at any threshold"
+            )
+        return self._relabel(self.leaf_nodes(tau))
+
+    def leaf_nodes(self, tau: float | Tensor) -> Tensor:
+        """(B, N) node id of every token's segment at threshold ``tau``."""
+        split = self.split_nodes(tau)
+        node = self.path[0]
+        for depth in range(1, self.path.shape[0]):
+            node = torch.where(split[node], self.path[depth], node)
+        return node
+
+    def _per_image(self, tau: float | Tensor) -> Tensor:
+        b = self.num_images
+        device = self.ncut.device
+        t = torch.as_tensor(tau, dtype=torch.float64, device=device)
+        if t.ndim == 0:
+            return t.expand(b)
+        if t.shape != (b,):
+            raise ValueError(f"tau: expected a scalar or shape ({b},), got {tuple(t.shape)}")
+        return t
+
+    def _relabel(self, node: Tensor) -> Tensor:
+        """Map node ids to consecutive labels per image, ordered by node id."""
+        m = self.num_nodes
+        used = torch.zeros(m, dtype=torch.bool, device=node.device)
+        used[node.reshape(-1)] = True
+        # Rank of each used node among the used nodes of its image (node ids of one image are ordered).
+        key = self.node_image * m + torch.arange(m, device=node.device)
+        order = torch.argsort(torch.where(used, key, torch.full_like(key, torch.iinfo(key.dtype).max)))
+        ranked_image = self.node_image[order]
+        count = int(used.sum())
+        first = torch.full((self.num_images,), count, dtype=torch.long, device=node.device)
+        first.scatter_reduce_(0, ranked_image[:count], torch.arange(count, device=node.device), reduce="amin")
+        label_of = torch.empty(m, dtype=torch.long, device=node.device)
+        label_of[order[:count]] = torch.arange(count, device=node.device) - first[ranked_image[:count]]
+        return label_of[node]
+
+    def image_tree(self, b: int) -> list[dict]:
+        """Plain-Python hierarchy of image ``b`` (node id, parent, children, level, size, ncut), for JSON."""
+        ids = torch.nonzero(self.node_image == b).squeeze(1).tolist()
+        local = {g: i for i, g in enumerate(ids)}
+        parent = self.parent.tolist()
+        children = self.children.tolist()
+        level = self.level.tolist()
+        size = self.size.tolist()
+        ncut = self.ncut.tolist()
+        lam = self.eigenvalue.tolist()
+        return [
+            {
+                "id": local[g],
+                "parent": local.get(parent[g], -1),
+                "children": [local[c] for c in children[g] if c >= 0],
+                "level": level[g],
+                "size": size[g],
+                "ncut": ncut[g] if ncut[g] != float("inf") else None,
+                "eigenvalue": lam[g] if lam[g] != float("inf") else None,
+            }
+            for g in ids
+        ]

@@ -1,0 +1,104 @@
+"""Induced sub-graphs of segments, packed into padded size buckets.
+
+At each recursion level every active segment of every image becomes one dense graph: the rows and
+columns of its tokens in the full graph. Segments of similar size share a padded bucket, so that one
+batched eigen-solve handles all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Segments solved together: ``node_index`` (S, n) token ids padded with 0 beyond ``sizes``."""
+
+    segment_ids: Tensor  # (S,) ids of the hierarchy nodes being split
+    image_index: Tensor  # (S,) which graph of the batch each segment lives in
+    node_index: Tensor  # (S, n) token ids of each segment, ascending, 0-padded
+    sizes: Tensor  # (S,) number of tokens of each segment
+
+
+def gather_subgraphs(W: Tensor, image_index: Tensor, node_index: Tensor, sizes: Tensor) -> Tensor:
+    """Dense induced sub-graphs: out[s] = W[image_index[s]][node_index[s]][:, node_index[s]].
+
+    Args:
+        W: (B, N, N) graphs.
+        image_index: (S,) int64 graph of each segment.
+        node_index: (S, n) int64 token ids, padded (any valid id) beyond ``sizes``.
+        sizes: (S,) int64 valid sizes.
+
+    Returns:
+        (S, n, n) in W's dtype, exactly 0 outside each valid block.
+    """
+    s, n = node_index.shape
+    rows = W[image_index.unsqueeze(1), node_index]  # (S, n, N)
+    sub = rows.gather(2, node_index.unsqueeze(1).expand(s, n, n))
+    valid = torch.arange(n, device=W.device).unsqueeze(0) < sizes.unsqueeze(1)
+    keep = valid.unsqueeze(-1) & valid.unsqueeze(-2)
+    return torch.where(keep, sub, torch.zeros((), dtype=sub.dtype, device=sub.device))
+
+
+def bucket_width(size: int, n_max: int, min_width: int = 16) -> int:
+    """Padded width of a segment: the next power of two (at least ``min_width``), capped at ``n_max``."""
+    width = max(min_width, 1 << max(0, int(size) - 1).bit_length())
+    return min(width, n_max)
+
+
+def make_buckets(
+    assignment: Tensor,
+    segment_ids: Tensor,
+    segment_image: Tensor,
+    *,
+    max_elements: int = 1 << 26,
+    min_width: int = 16,
+) -> list[Bucket]:
+    """Group the tokens of the given segments into padded buckets.
+
+    Args:
+        assignment: (B, N) int64 current segment id of every token.
+        segment_ids: (K,) ids of the segments to split at this level.
+        segment_image: (M,) image of every segment id (indexable by ``segment_ids``).
+        max_elements: cap on S * n * n per bucket, bounding the memory of one batched solve.
+        min_width: smallest padded width.
+
+    Returns:
+        Buckets in ascending width; inside a bucket, segments keep ascending id order (deterministic).
+    """
+    b, n = assignment.shape
+    device = assignment.device
+    if segment_ids.numel() == 0:
+        return []
+    segment_ids = torch.sort(segment_ids).values
+    # Position of each segment id in the sorted list, for every token (-1 when not being split).
+    lookup = torch.full((int(segment_image.shape[0]),), -1, dtype=torch.long, device=device)
+    lookup[segment_ids] = torch.arange(segment_ids.numel(), device=device)
+    slot = lookup[assignment.reshape(-1)]
+    active = slot >= 0
+    tokens = torch.arange(b * n, device=device)[active] % n
+    slot = slot[active]
+    # Sort tokens by (slot, token id) to list each segment's members contiguously and in order.
+    order = torch.argsort(slot * n + tokens)
+    tokens, slot = tokens[order], slot[order]
+    counts = torch.bincount(slot, minlength=segment_ids.numel())
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(tokens.numel(), device=device) - starts[slot]
+
+    widths = torch.tensor([bucket_width(c, n, min_width) for c in counts.tolist()], device=device)
+    buckets: list[Bucket] = []
+    for width in sorted(set(widths.tolist())):
+        members = torch.nonzero(widths == width).squeeze(1)
+        per_chunk = max(1, max_elements // (width * width))
+        for chunk in members.split(per_chunk):
+            local = torch.full((segment_ids.numel(),), -1, dtype=torch.long, device=device)
+            local[chunk] = torch.arange(chunk.numel(), device=device)
+            pick = local[slot] >= 0
+            node_index = torch.zeros(chunk.numel(), width, dtype=torch.long, device=device)
+            node_index[local[slot[pick]], rank[pick]] = tokens[pick]
+            ids = segment_ids[chunk]
+            buckets.append(Bucket(ids, segment_image[ids], node_index, counts[chunk]))
+    return buckets

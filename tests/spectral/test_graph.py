@@ -1,0 +1,144 @@
+"""Graphs from walks and features: stationary distribution, reversibilization, power walk, affinities."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffcut_gpu import (
+    attention_row_affinity,
+    cosine_affinity,
+    ncut_value,
+    power_walk,
+    reversibilize,
+    stationary_distribution,
+    symmetrize,
+)
+from tests.conftest import attention_like, planted_attention
+
+
+def _pi_ref(P: torch.Tensor) -> torch.Tensor:
+    """Left eigenvector of eigenvalue 1, float64 dense reference."""
+    vals, vecs = torch.linalg.eig(P.double().transpose(-1, -2))
+    idx = (vals - 1).abs().argmin(-1)
+    v = vecs.gather(-1, idx[:, None, None].expand(-1, P.shape[-1], 1)).squeeze(-1).real
+    return v / v.sum(-1, keepdim=True)
+
+
+class TestStationary:
+    def test_matches_ref(self):
+        P = attention_like(3, 50, seed=1)
+        pi = stationary_distribution(P)
+        assert torch.allclose(pi, _pi_ref(P), atol=1e-12)
+        assert torch.allclose((pi.unsqueeze(1) @ P).squeeze(1), pi, atol=1e-12)
+
+    def test_float32_input(self):
+        P = attention_like(2, 40, seed=2, dtype=torch.float32)
+        pi = stationary_distribution(P)
+        assert pi.dtype == torch.float32
+        assert torch.allclose(pi.double(), _pi_ref(P.double()), atol=1e-6)
+
+    def test_reducible_chain_falls_back(self):
+        # Two closed classes: the LU system is singular; power iteration must still give a valid pi.
+        P, _ = planted_attention(1, [6, 6], outside=0.0, noise=0.3, seed=3)
+        pi = stationary_distribution(P)
+        assert torch.isfinite(pi).all() and (pi >= 0).all()
+        assert torch.allclose(pi.sum(-1), torch.ones(1, dtype=pi.dtype))
+        assert torch.allclose((pi.unsqueeze(1) @ P).squeeze(1), pi, atol=1e-8)
+
+    def test_empty_batch(self):
+        assert stationary_distribution(torch.zeros(0, 5, 5, dtype=torch.float64)).shape == (0, 5)
+
+    @pytest.mark.parametrize(
+        "bad, match",
+        [
+            (torch.full((1, 3, 3), float("nan")), "finite"),
+            (torch.tensor([[[1.5, -0.5], [0.5, 0.5]]]), "non-negative"),
+            (torch.ones(1, 3, 3), "rows summing to 1"),
+            (torch.ones(1, 3, 4) / 4, "square"),
+            (torch.ones(3, 3) / 3, r"\(B, N, N\)"),
+        ],
+    )
+    def test_exception(self, bad, match):
+        with pytest.raises(ValueError, match=match):
+            stationary_distribution(bad)
+
+
+class TestReversibilize:
+    def test_symmetric_with_degrees_pi(self):
+        P = attention_like(2, 30, seed=4)
+        W = reversibilize(P)
+        pi = stationary_distribution(P)
+        assert torch.allclose(W, W.transpose(-1, -2))
+        assert torch.allclose(W.sum(-1), pi, atol=1e-12)
+
+    def test_ncut_is_escape_probability(self):
+        # Meila-Shi: NCut(S, S') on W equals Pr(X1 in S'|X0 in S) + Pr(X1 in S|X0 in S'), computed from P, pi.
+        P = attention_like(4, 24, seed=5)
+        pi = stationary_distribution(P)
+        W = reversibilize(P, pi)
+        mask = torch.rand(4, 24, generator=torch.Generator().manual_seed(0)) < 0.4
+        s, t = mask.double(), (~mask).double()
+        escape_s = torch.einsum("bi,bij,bj->b", pi * s, P, t) / (pi * s).sum(-1)
+        escape_t = torch.einsum("bi,bij,bj->b", pi * t, P, s) / (pi * t).sum(-1)
+        assert torch.allclose(ncut_value(W, mask), escape_s + escape_t, atol=1e-12)
+
+    def test_given_pi_shape_checked(self):
+        with pytest.raises(ValueError, match="pi"):
+            reversibilize(attention_like(1, 5), torch.ones(1, 4) / 4)
+
+    def test_symmetrize(self):
+        P = attention_like(1, 10, seed=6)
+        assert torch.allclose(symmetrize(P), (P + P.transpose(-1, -2)) / 2)
+
+
+class TestPowerWalk:
+    @pytest.mark.parametrize("k", [1, 2, 3, 5, 8, 13])
+    def test_matches_matrix_power(self, k):
+        P = attention_like(2, 20, seed=k)
+        assert torch.allclose(power_walk(P, k), torch.linalg.matrix_power(P, k), atol=1e-12)
+
+    def test_rows_stay_stochastic_float32(self):
+        P = attention_like(2, 64, seed=7, dtype=torch.float32)
+        Pk = power_walk(P, 32)
+        assert torch.allclose(Pk.sum(-1), torch.ones(2, 64), atol=1e-6)
+        assert torch.allclose(Pk.double(), torch.linalg.matrix_power(P.double(), 32), atol=1e-5)
+
+    def test_k1_returns_copy(self):
+        P = attention_like(1, 5)
+        out = power_walk(P, 1)
+        assert out is not P and torch.equal(out, P)
+
+    @pytest.mark.parametrize("k", [0, -1, 1.5, True])
+    def test_exception(self, k):
+        with pytest.raises(ValueError, match="k:"):
+            power_walk(attention_like(1, 5), k)
+
+
+class TestAffinity:
+    def test_cosine_matches_ref(self):
+        F = torch.randn(2, 12, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+        W = cosine_affinity(F, alpha=3.0)
+        f = F / F.norm(dim=-1, keepdim=True)
+        cos = f @ f.transpose(-1, -2)
+        lo = cos.amin(dim=(-1, -2), keepdim=True)
+        hi = cos.amax(dim=(-1, -2), keepdim=True)
+        assert torch.allclose(W, ((cos - lo) / (hi - lo)) ** 3, atol=1e-12)
+        assert torch.allclose(W, W.transpose(-1, -2))
+
+    def test_constant_features_no_structure(self):
+        W = cosine_affinity(torch.ones(1, 6, 3))
+        assert torch.equal(W, torch.ones(1, 6, 6))
+
+    def test_attention_rows(self):
+        P = attention_like(1, 9, seed=9)
+        assert torch.allclose(attention_row_affinity(P, 2.0), cosine_affinity(P, 2.0))
+
+    @pytest.mark.parametrize("alpha", [0, -1.0, "x"])
+    def test_exception_alpha(self, alpha):
+        with pytest.raises(ValueError, match="alpha"):
+            cosine_affinity(torch.randn(1, 4, 3), alpha)
+
+    def test_exception_shape(self):
+        with pytest.raises(ValueError, match=r"\(B, N, C\)"):
+            cosine_affinity(torch.randn(4, 3))
