@@ -4,7 +4,18 @@
 (CuPy) and evaluation (scipy) are imported when first used.
 """
 
-from .modules import RWNCut, RWNCutOutput
+from .eval import (
+    BSDS500,
+    BSDSMetrics,
+    Cityscapes27,
+    COCOStuff27,
+    HungarianMIoU,
+    ImageFolderWithLabels,
+    bsds_scores,
+    hungarian_miou,
+)
+from .models import BackboneOutput, ViTBackbone
+from .modules import DiffCut, DiffCutOutput, RWNCut, RWNCutOutput
 from .spectral import (
     ConstantThreshold,
     FiedlerResult,
@@ -25,12 +36,22 @@ from .spectral import (
     sweep_cut,
     symmetrize,
 )
+from .upsample import upsample_labels
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BSDS500",
+    "BSDSMetrics",
+    "BackboneOutput",
+    "COCOStuff27",
+    "Cityscapes27",
     "ConstantThreshold",
+    "DiffCut",
+    "DiffCutOutput",
     "FiedlerResult",
+    "HungarianMIoU",
+    "ImageFolderWithLabels",
     "LargestGapThreshold",
     "NullModelThreshold",
     "OtsuThreshold",
@@ -38,9 +59,12 @@ __all__ = [
     "RWNCutOutput",
     "Segmentation",
     "ThresholdPolicy",
+    "ViTBackbone",
     "attention_row_affinity",
+    "bsds_scores",
     "cosine_affinity",
     "fiedler",
+    "hungarian_miou",
     "make_policy",
     "ncut_value",
     "power_walk",
@@ -49,4 +73,5 @@ __all__ = [
     "stationary_distribution",
     "sweep_cut",
     "symmetrize",
+    "upsample_labels",
 ]

@@ -20,7 +20,7 @@ from ..spectral import (
     symmetrize,
 )
 
-Source = Literal["auto", "attention", "features"]
+Source = Literal["auto", "attention", "features", "both"]
 GraphKind = Literal["reversible", "symmetric", "rows"]
 
 
@@ -39,14 +39,16 @@ class RWNCut(nn.Module):
 
     Args:
         source: what ``forward`` receives: "attention" (B, N, N) or (B, heads, N, N) row-stochastic,
-            "features" (B, N, C), or "auto" (4-D or square row-stochastic -> attention, else features).
+            "features" (B, N, C), "both" (attention in ``x`` plus ``features=``: the mean of the attention
+            graph and the feature graph, each scaled to mean degree 1), or "auto" (4-D or square
+            row-stochastic -> attention, else features).
         graph: for attention, "reversible" (Pi P + P^T Pi)/2 whose NCut is the walk's escape probability,
             "symmetric" (P + P^T)/2, or "rows" (cosine of attention rows, min-max^alpha).
         power: k of the power walk P^k (attention only); larger k gives coarser segments.
         alpha: exponent of the min-max cosine affinity (features and "rows").
         threshold: constant tau, "dynamic", a policy name or a ``ThresholdPolicy``.
         min_size, max_depth, method, tol, full_hierarchy: passed to ``recursive_ncut``.
-        upsample: "nearest" (needs nothing) or "concept" (needs token features) for pixel labels.
+        upsample: "nearest" or "majority" (need nothing) or "concept" (needs token features) for pixel labels.
         refine: PAMR refinement of pixel labels (needs the image).
 
     Shape:
@@ -73,13 +75,13 @@ class RWNCut(nn.Module):
         method: str = "auto",
         tol: float = 1e-5,
         full_hierarchy: bool | None = None,
-        upsample: Literal["nearest", "concept"] = "nearest",
+        upsample: Literal["nearest", "concept", "majority"] = "nearest",
         refine: bool = False,
     ) -> None:
         super().__init__()
-        check_choice("source", source, ("auto", "attention", "features"))
+        check_choice("source", source, ("auto", "attention", "features", "both"))
         check_choice("graph", graph, ("reversible", "symmetric", "rows"))
-        check_choice("upsample", upsample, ("nearest", "concept"))
+        check_choice("upsample", upsample, ("nearest", "concept", "majority"))
         check_int("power", power, 1)
         self.source = source
         self.graph = graph
@@ -95,8 +97,8 @@ class RWNCut(nn.Module):
         self.refine = refine
         self.last_output: RWNCutOutput | None = None
 
-    def build_graph(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """(graph W (B, N, N), features (B, N, C) or None) from attention or features."""
+    def build_graph(self, x: Tensor, features: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """(graph W (B, N, N), token features (B, N, C) or None) from attention and/or features."""
         check_tensor("x", x)
         kind = self._source_of(x)
         if kind == "features":
@@ -105,10 +107,17 @@ class RWNCut(nn.Module):
         if self.power > 1:
             P = power_walk(P, self.power)
         if self.graph == "reversible":
-            return reversibilize(P), None
-        if self.graph == "symmetric":
-            return symmetrize(P), None
-        return attention_row_affinity(P, self.alpha), None
+            W = reversibilize(P)
+        elif self.graph == "symmetric":
+            W = symmetrize(P)
+        else:
+            W = attention_row_affinity(P, self.alpha)
+        if kind == "both":
+            if features is None:
+                raise ValueError("features: expected (B, N, C) token features with source='both', got None")
+            F = cosine_affinity(features, self.alpha).to(W.dtype)
+            W = 0.5 * (_unit_mean_degree(W) + _unit_mean_degree(F))
+        return W, features
 
     @torch.no_grad()
     def segment(
@@ -129,7 +138,7 @@ class RWNCut(nn.Module):
             features: (B, N, C) token features for concept upsampling when ``x`` is attention.
             image: (B, 3, H, W) in [0, 1] for PAMR refinement.
         """
-        W, own_features = self.build_graph(x)
+        W, own_features = self.build_graph(x, features)
         b, n, _ = W.shape
         h, w = check_grid(grid, n)
         seg = recursive_ncut(
@@ -147,7 +156,7 @@ class RWNCut(nn.Module):
             from ..upsample import upsample_labels
 
             feats = features if features is not None else own_features
-            mode = self.upsample if (self.upsample == "nearest" or feats is not None) else "nearest"
+            mode = self.upsample if (self.upsample != "concept" or feats is not None) else "nearest"
             pixels = upsample_labels(
                 tokens, tuple(output_size), mode=mode, features=feats, image=image, refine=self.refine
             )
@@ -170,7 +179,7 @@ class RWNCut(nn.Module):
 
     def _source_of(self, x: Tensor) -> str:
         if self.source != "auto":
-            if self.source == "attention" and x.ndim not in (3, 4):
+            if self.source in ("attention", "both") and x.ndim not in (3, 4):
                 raise ValueError(f"x: expected attention (B, N, N) or (B, heads, N, N), got {tuple(x.shape)}")
             if self.source == "features" and x.ndim != 3:
                 raise ValueError(f"x: expected features (B, N, C), got {tuple(x.shape)}")
@@ -191,3 +200,9 @@ class RWNCut(nn.Module):
             f"source={self.source}, graph={self.graph}, power={self.power}, threshold={self.threshold!r}, "
             f"min_size={self.min_size}, max_depth={self.max_depth}, upsample={self.upsample}"
         )
+
+
+def _unit_mean_degree(W: Tensor) -> Tensor:
+    """W scaled so that its mean degree is 1 (NCut is scale-invariant; this only balances a sum)."""
+    mean_degree = W.sum(-1).mean(-1).clamp_min(torch.finfo(W.dtype).tiny)
+    return W / mean_degree[:, None, None]

@@ -1,0 +1,1 @@
+"""Benchmarks: correctness first, then warmed-up, synchronized, median timings; JSON to docs/results/."""

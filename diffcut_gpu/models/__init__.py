@@ -1,0 +1,6 @@
+"""Backbones that turn images into a token transition matrix, token features and the token grid."""
+
+from .output import BackboneOutput
+from .vit import IMAGENET_MEAN, IMAGENET_STD, ViTBackbone, target_size
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "BackboneOutput", "ViTBackbone", "target_size"]

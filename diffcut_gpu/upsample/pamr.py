@@ -1,0 +1,150 @@
+"""PAMR: pixel-adaptive mask refinement (Araslanov & Roth, CVPR 2020), written from the paper's maths.
+
+Every pixel ``i`` looks at the neighbours ``j`` of dilated 3x3 rings (the 8 off-centre taps of a 3x3
+window at each dilation ``d``; out-of-image taps read the nearest border pixel). With ``sigma_c(i)`` the
+standard deviation of channel ``c`` over pixel ``i`` and its neighbours, the affinity is
+
+    k(i, j)     = - mean_c |I_c(i) - I_c(j)| / (lam * sigma_c(i) + eps)
+    alpha(i, j) = softmax_j k(i, j)                                        # sums to 1 over j
+
+and the soft masks ``m: (B, K, H, W)`` are averaged ``iters`` times with these fixed weights:
+
+    m_{t+1}(i) = sum_j alpha(i, j) m_t(j)
+
+Each step is a convex combination, so constant masks stay constant and the per-pixel sum over ``K`` is
+kept. Neighbour taps are gathered with ``F.unfold`` on a replicate-padded copy; all of it is batched and
+runs on any device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from diffcut_gpu.upsample._common import check_labels, compact_labels
+
+__all__ = ["DEFAULT_DILATIONS", "pamr", "pamr_affinity", "pamr_labels"]
+
+DEFAULT_DILATIONS = (1, 2, 4, 8, 12, 24)
+_RING = (0, 1, 2, 3, 5, 6, 7, 8)  # 3x3 taps without the centre (index 4)
+_EPS = 1e-8
+_MAX_ELEMENTS = 1 << 26
+
+
+def _check_params(dilations: Sequence[int], iters: int, lam: float) -> tuple[int, ...]:
+    dilations = tuple(dilations)
+    if not dilations or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dilations):
+        raise ValueError(f"dilations: expected a non-empty sequence of positive ints, got {dilations!r}")
+    if not isinstance(iters, int) or isinstance(iters, bool) or iters < 0:
+        raise ValueError(f"iters: expected a non-negative int, got {iters!r}")
+    if not isinstance(lam, (int, float)) or isinstance(lam, bool) or not lam > 0:
+        raise ValueError(f"lam: expected a positive float, got {lam!r}")
+    return dilations
+
+
+def _check_image(image: Tensor) -> None:
+    if not isinstance(image, Tensor) or image.ndim != 4 or not image.is_floating_point():
+        got = f"{image.dtype} {tuple(image.shape)}" if isinstance(image, Tensor) else type(image).__name__
+        raise ValueError(f"image: expected a float tensor (B, C, H, W), got {got}")
+    if image.numel() == 0:
+        raise ValueError(f"image: expected a non-empty tensor, got shape {tuple(image.shape)}")
+
+
+def neighbours(x: Tensor, dilations: Sequence[int]) -> Tensor:
+    """Dilated 3x3 ring taps of every pixel: ``(B, C, H, W) -> (B, C, 8 * len(dilations), H, W)``."""
+    batch, channels, height, width = x.shape
+    taps = []
+    for d in dilations:
+        padded = F.pad(x, (d, d, d, d), mode="replicate")
+        cols = F.unfold(padded, kernel_size=3, dilation=d).view(batch, channels, 9, height, width)
+        taps.append(cols[:, :, _RING])
+    return torch.cat(taps, dim=2)
+
+
+def pamr_affinity(image: Tensor, *, dilations: Sequence[int] = DEFAULT_DILATIONS, lam: float = 0.1) -> Tensor:
+    """Pixel-adaptive weights ``alpha: (B, M, H, W)``, ``M = 8 * len(dilations)``, summing to 1 over ``M``.
+
+    ``image: (B, C, H, W)``; its scale does not matter (the kernel divides by the local deviation).
+    """
+    _check_image(image)
+    dilations = _check_params(dilations, 0, lam)
+    img = image.to(torch.promote_types(image.dtype, torch.float32))
+    taps = neighbours(img, dilations)  # (B, C, M, H, W)
+    sigma = torch.cat([img.unsqueeze(2), taps], dim=2).std(dim=2, correction=0)  # (B, C, H, W)
+    kernel = -(taps - img.unsqueeze(2)).abs() / (lam * sigma.unsqueeze(2) + _EPS)
+    return kernel.mean(dim=1).softmax(dim=1)
+
+
+def pamr(
+    image: Tensor,
+    masks: Tensor,
+    *,
+    iters: int = 10,
+    dilations: Sequence[int] = DEFAULT_DILATIONS,
+    lam: float = 0.1,
+    max_elements: int = _MAX_ELEMENTS,
+) -> Tensor:
+    """Refine soft masks ``(B, K, H, W)`` with the colour affinities of ``image (B, C, H, W)``.
+
+    Returns refined masks ``(B, K, H, W)`` (float32 or wider). Mask channels are refined in chunks so
+    that the ``(B, k, M, H, W)`` tap tensor stays under ``max_elements``.
+    """
+    _check_image(image)
+    dilations = _check_params(dilations, iters, lam)
+    if not isinstance(masks, Tensor) or masks.ndim != 4 or not masks.is_floating_point():
+        got = f"{masks.dtype} {tuple(masks.shape)}" if isinstance(masks, Tensor) else type(masks).__name__
+        raise ValueError(f"masks: expected a float tensor (B, K, H, W), got {got}")
+    if masks.shape[0] != image.shape[0] or masks.shape[2:] != image.shape[2:]:
+        raise ValueError(
+            f"masks: expected (B, K, H, W) = ({image.shape[0]}, K, {image.shape[2]}, {image.shape[3]}) "
+            f"to match image, got {tuple(masks.shape)}"
+        )
+    if masks.device != image.device:
+        raise ValueError(f"masks: expected device {image.device} (that of image), got {masks.device}")
+    if not isinstance(max_elements, int) or max_elements <= 0:
+        raise ValueError(f"max_elements: expected a positive int, got {max_elements!r}")
+
+    alpha = pamr_affinity(image, dilations=dilations, lam=lam)  # (B, M, H, W)
+    out = masks.to(torch.promote_types(masks.dtype, alpha.dtype))
+    if iters == 0:
+        return out.clone() if out is masks else out
+    chunk = max(1, max_elements // max(1, alpha.numel()))
+    refined = []
+    for start in range(0, out.shape[1], chunk):
+        m = out[:, start : start + chunk]
+        for _ in range(iters):
+            m = torch.einsum("bkmhw,bmhw->bkhw", neighbours(m, dilations), alpha)
+        refined.append(m)
+    return torch.cat(refined, dim=1)
+
+
+def pamr_labels(
+    image: Tensor,
+    labels: Tensor,
+    *,
+    iters: int = 10,
+    dilations: Sequence[int] = DEFAULT_DILATIONS,
+    lam: float = 0.1,
+) -> Tensor:
+    """Refine a hard label map ``(B, H, W)`` (one-hot soft masks through `pamr`, then argmax).
+
+    Returns ``(B, H, W)`` int64 whose values are among the input label values of the same image.
+    """
+    labels = check_labels(labels)
+    _check_image(image)
+    if labels.shape[0] != image.shape[0] or labels.shape[1:] != image.shape[2:]:
+        raise ValueError(
+            f"labels: expected (B, H, W) = ({image.shape[0]}, {image.shape[2]}, {image.shape[3]}) to match "
+            f"image, got {tuple(labels.shape)}"
+        )
+    if labels.device != image.device:
+        raise ValueError(f"labels: expected device {image.device} (that of image), got {labels.device}")
+    ids, values = compact_labels(labels)
+    masks = (
+        F.one_hot(ids, values.numel()).permute(0, 3, 1, 2).to(torch.promote_types(image.dtype, torch.float32))
+    )
+    refined = pamr(image, masks, iters=iters, dilations=dilations, lam=lam)
+    return values[refined.argmax(dim=1)]
