@@ -29,7 +29,7 @@ def stationary_distribution(P: Tensor, *, tol: float = 1e-10, max_iter: int = 10
 
     Args:
         P: (B, N, N) transition matrices, rows sum to 1.
-        tol: L1 tolerance on ||pi P - pi||_1 for the power-iteration fallback.
+        tol: L1 tolerance on ||pi P - pi||_1 (never below what the precision of P allows).
         max_iter: most power-iteration steps of the fallback.
 
     Returns:
@@ -53,7 +53,9 @@ def stationary_distribution(P: Tensor, *, tol: float = 1e-10, max_iter: int = 10
     sol, info = torch.linalg.solve_ex(system, rhs)
     pi = sol.squeeze(-1)
     residual = (torch.bmm(pi.unsqueeze(1), p64).squeeze(1) - pi).abs().sum(-1)
-    ok = (info == 0) & torch.isfinite(pi).all(-1) & (pi > -1e-9).all(-1) & (residual < max(tol, 1e-9))
+    # The rows of P sum to 1 only to the precision of its dtype, and so does pi^T P = pi^T.
+    limit = max(tol, 64 * torch.finfo(P.dtype).eps * n**0.5)
+    ok = (info == 0) & torch.isfinite(pi).all(-1) & (pi > -limit).all(-1) & (residual < limit)
     if not bool(ok.all()):
         pi = torch.where(ok.unsqueeze(-1), pi, _power_iteration(p64, tol=tol, max_iter=max_iter))
     pi = pi.clamp_min(0)
