@@ -4,6 +4,7 @@
 (CuPy) and evaluation (scipy) are imported when first used.
 """
 
+from .attention import aggregate_attention, capture_attention
 from .eval import (
     BSDS500,
     BSDSMetrics,
@@ -14,7 +15,7 @@ from .eval import (
     bsds_scores,
     hungarian_miou,
 )
-from .models import BackboneOutput, ViTBackbone
+from .models import BackboneOutput, DiffusionBackbone, ViTBackbone
 from .modules import DiffCut, DiffCutOutput, RWNCut, RWNCutOutput
 from .spectral import (
     ConstantThreshold,
@@ -49,6 +50,7 @@ __all__ = [
     "ConstantThreshold",
     "DiffCut",
     "DiffCutOutput",
+    "DiffusionBackbone",
     "FiedlerResult",
     "HungarianMIoU",
     "ImageFolderWithLabels",
@@ -60,8 +62,10 @@ __all__ = [
     "Segmentation",
     "ThresholdPolicy",
     "ViTBackbone",
+    "aggregate_attention",
     "attention_row_affinity",
     "bsds_scores",
+    "capture_attention",
     "cosine_affinity",
     "fiedler",
     "hungarian_miou",
