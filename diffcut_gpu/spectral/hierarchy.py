@@ -100,19 +100,25 @@ class Segmentation:
         return t
 
     def _relabel(self, node: Tensor) -> Tensor:
-        """Map node ids to consecutive labels per image, ordered by node id."""
+        """Map node ids to consecutive labels per image, in raster order of first appearance.
+
+        Label 0 is the segment of token 0, label 1 the next new segment in token order, and so on: the
+        numbering depends only on the image's own partition, not on node ids or on the batch around it.
+        """
+        b, n = node.shape
         m = self.num_nodes
-        used = torch.zeros(m, dtype=torch.bool, device=node.device)
-        used[node.reshape(-1)] = True
-        # Rank of each used node among the used nodes of its image (node ids of one image are ordered).
-        key = self.node_image * m + torch.arange(m, device=node.device)
-        order = torch.argsort(torch.where(used, key, torch.full_like(key, torch.iinfo(key.dtype).max)))
-        ranked_image = self.node_image[order]
+        position = torch.arange(n, device=node.device).expand(b, n)
+        first = torch.full((m,), n, dtype=torch.long, device=node.device)
+        first.scatter_reduce_(0, node.reshape(-1), position.reshape(-1), reduce="amin")
+        used = first < n
+        key = torch.where(used, self.node_image * (n + 1) + first, torch.full_like(first, b * (n + 1)))
+        order = torch.argsort(key)
         count = int(used.sum())
-        first = torch.full((self.num_images,), count, dtype=torch.long, device=node.device)
-        first.scatter_reduce_(0, ranked_image[:count], torch.arange(count, device=node.device), reduce="amin")
-        label_of = torch.empty(m, dtype=torch.long, device=node.device)
-        label_of[order[:count]] = torch.arange(count, device=node.device) - first[ranked_image[:count]]
+        ranked_image = self.node_image[order[:count]]
+        start = torch.full((b,), count, dtype=torch.long, device=node.device)
+        start.scatter_reduce_(0, ranked_image, torch.arange(count, device=node.device), reduce="amin")
+        label_of = torch.zeros(m, dtype=torch.long, device=node.device)
+        label_of[order[:count]] = torch.arange(count, device=node.device) - start[ranked_image]
         return label_of[node]
 
     def image_tree(self, b: int) -> list[dict]:

@@ -104,7 +104,7 @@ def recursive_ncut(
         ncut[ids] = cuts
         eigenvalue[ids] = torch.cat(solved_lam)
         split = torch.isfinite(cuts) & (cuts < bound[node_image[ids]])
-        splitting = ids[split]
+        splitting = torch.sort(ids[split]).values  # ids in order: node numbering independent of buckets
         k = int(splitting.numel())
         if k == 0:
             break

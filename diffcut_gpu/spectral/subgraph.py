@@ -43,10 +43,11 @@ def gather_subgraphs(W: Tensor, image_index: Tensor, node_index: Tensor, sizes: 
     return torch.where(keep, sub, torch.zeros((), dtype=sub.dtype, device=sub.device))
 
 
-def bucket_width(size: int, n_max: int, min_width: int = 16) -> int:
-    """Padded width of a segment: the next power of two (at least ``min_width``), capped at ``n_max``."""
-    width = max(min_width, 1 << max(0, int(size) - 1).bit_length())
-    return min(width, n_max)
+def bucket_widths(sizes: Tensor, n_max: int, min_width: int = 16) -> Tensor:
+    """Padded width of each segment, on the device: the next power of two (at least ``min_width``),
+    capped at ``n_max``."""
+    exponent = torch.ceil(torch.log2(sizes.clamp_min(1).double())).long()
+    return torch.pow(2, exponent).clamp(min=min_width, max=n_max).clamp_max(n_max)
 
 
 def make_buckets(
@@ -88,9 +89,9 @@ def make_buckets(
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.arange(tokens.numel(), device=device) - starts[slot]
 
-    widths = torch.tensor([bucket_width(c, n, min_width) for c in counts.tolist()], device=device)
+    widths = bucket_widths(counts, n, min_width)
     buckets: list[Bucket] = []
-    for width in sorted(set(widths.tolist())):
+    for width in (int(w) for w in torch.unique(widths)):  # a handful of scalars: the bucket shapes
         members = torch.nonzero(widths == width).squeeze(1)
         per_chunk = max(1, max_elements // (width * width))
         for chunk in members.split(per_chunk):

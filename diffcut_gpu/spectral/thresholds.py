@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -56,23 +55,53 @@ class ConstantThreshold:
         return f"ConstantThreshold({self.tau})"
 
 
+def sorted_candidates(hierarchy: Segmentation) -> tuple[Tensor, Tensor]:
+    """Each image's candidate NCut values (internal nodes, finite), sorted, on the device.
+
+    Returns:
+        values: (B, K) ascending per row, +inf beyond ``count``; K = the largest count (>= 1).
+        count: (B,) number of candidates per image.
+    """
+    b = hierarchy.num_images
+    device = hierarchy.ncut.device
+    cand = (hierarchy.children[:, 0] >= 0) & torch.isfinite(hierarchy.ncut)
+    value = hierarchy.ncut[cand]
+    image = hierarchy.node_image[cand]
+    order = torch.argsort(value, stable=True)
+    order = order[torch.argsort(image[order], stable=True)]
+    value, image = value[order], image[order]
+    count = torch.bincount(image, minlength=b)
+    start = torch.cumsum(count, 0) - count
+    pos = torch.arange(value.numel(), device=device) - start[image]
+    width = max(1, int(count.max())) if b else 1
+    rows = torch.full((b, width), float("inf"), dtype=torch.float64, device=device)
+    rows[image, pos] = value
+    return rows, count
+
+
 class _PerImagePolicy:
-    """Shared plumbing: one host transfer of the (small) candidate NCut values, a rule per image."""
+    """Shared plumbing: every image's sorted candidates as one padded (B, K) tensor, rule applied per row.
+
+    Degenerate rows are handled here: no candidate -> 0 (nothing to split), one candidate -> the null
+    rule's 1, values spanning less than ``_FLAT_SPREAD`` (no structure) -> their smallest value (strict
+    ``<`` then keeps none of them).
+    """
 
     needs_full_hierarchy = True
 
     def __call__(self, hierarchy: Segmentation) -> Tensor:
-        has_children = (hierarchy.children[:, 0] >= 0).cpu().numpy()
-        ncut = hierarchy.ncut.detach().cpu().numpy()
-        image = hierarchy.node_image.cpu().numpy()
-        out = np.empty(hierarchy.num_images, dtype=np.float64)
-        for b in range(hierarchy.num_images):
-            values = ncut[(image == b) & has_children & np.isfinite(ncut)]
-            out[b] = self.threshold(np.sort(values))
-        return torch.as_tensor(out, device=hierarchy.ncut.device)
+        values, count = sorted_candidates(hierarchy)
+        k = torch.arange(values.shape[1], device=values.device)
+        valid = k.unsqueeze(0) < count.unsqueeze(1)
+        last = values.gather(1, (count - 1).clamp_min(0).unsqueeze(1)).squeeze(1)
+        spread = torch.where(count > 0, last - values[:, 0], torch.zeros_like(last))
+        tau = self.threshold(torch.where(valid, values, torch.zeros_like(values)), count)
+        tau = torch.where(spread < _FLAT_SPREAD, values[:, 0], tau)
+        tau = torch.where(count == 1, torch.ones_like(tau), tau)
+        return torch.where(count == 0, torch.zeros_like(tau), tau)
 
-    def threshold(self, values: np.ndarray) -> float:
-        """Threshold from one image's sorted finite candidate NCut values."""
+    def threshold(self, values: Tensor, count: Tensor) -> Tensor:
+        """(B,) thresholds from rows of ascending values (zero-padded beyond ``count``, count >= 2)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -83,6 +112,12 @@ class _PerImagePolicy:
 _FLAT_SPREAD = 1e-6
 
 
+def _midpoint_after(values: Tensor, split: Tensor) -> Tensor:
+    """(values[split] + values[split + 1]) / 2 per row."""
+    idx = split.unsqueeze(1)
+    return 0.5 * (values.gather(1, idx) + values.gather(1, (idx + 1).clamp_max(values.shape[1] - 1))).squeeze(1)
+
+
 class NullModelThreshold(_PerImagePolicy):
     """Split while NCut < 1, the value of any split of a structureless (fully mixed) walk."""
 
@@ -91,42 +126,32 @@ class NullModelThreshold(_PerImagePolicy):
     def __call__(self, hierarchy: Segmentation) -> Tensor:
         return torch.ones(hierarchy.num_images, dtype=torch.float64, device=hierarchy.ncut.device)
 
-    def threshold(self, values: np.ndarray) -> float:
-        return 1.0
-
 
 class OtsuThreshold(_PerImagePolicy):
     """Otsu split of the image's candidate NCut values; a single candidate is judged by the null rule."""
 
-    def threshold(self, values: np.ndarray) -> float:
-        if values.size == 0:
-            return 0.0
-        if values.size == 1:
-            return 1.0
-        if values[-1] - values[0] < _FLAT_SPREAD:
-            return float(values[0])  # no structure: nothing is strictly below the common value
-        k = np.arange(1, values.size)
-        csum = np.cumsum(values)
-        mean_lo = csum[:-1] / k
-        mean_hi = (csum[-1] - csum[:-1]) / (values.size - k)
-        between = k * (values.size - k) * (mean_hi - mean_lo) ** 2
-        best = int(np.argmax(between))
-        return float(0.5 * (values[best] + values[best + 1]))
+    def threshold(self, values: Tensor, count: Tensor) -> Tensor:
+        n = count.unsqueeze(1).to(values.dtype)
+        k = torch.arange(1, values.shape[1] + 1, device=values.device, dtype=values.dtype).unsqueeze(0)
+        csum = torch.cumsum(values, dim=1)
+        total = csum.gather(1, (count - 1).clamp_min(0).unsqueeze(1))
+        mean_lo = csum / k
+        mean_hi = (total - csum) / (n - k).clamp_min(1)
+        between = k * (n - k) * (mean_hi - mean_lo) ** 2
+        between = torch.where(k < n, between, torch.full_like(between, -1.0))
+        return _midpoint_after(values, between.argmax(1))
 
 
 class LargestGapThreshold(_PerImagePolicy):
     """Tau in the middle of the widest gap between consecutive sorted candidate values."""
 
-    def threshold(self, values: np.ndarray) -> float:
-        if values.size == 0:
-            return 0.0
-        if values.size == 1:
-            return 1.0
-        if values[-1] - values[0] < _FLAT_SPREAD:
-            return float(values[0])
-        gaps = np.diff(values)
-        best = int(np.argmax(gaps))
-        return float(0.5 * (values[best] + values[best + 1]))
+    def threshold(self, values: Tensor, count: Tensor) -> Tensor:
+        gaps = values[:, 1:] - values[:, :-1]
+        k = torch.arange(1, values.shape[1], device=values.device).unsqueeze(0)
+        gaps = torch.where(k < count.unsqueeze(1), gaps, torch.full_like(gaps, -1.0))
+        if gaps.shape[1] == 0:
+            return values[:, 0]
+        return _midpoint_after(values, gaps.argmax(1))
 
 
 DYNAMIC_POLICIES: dict[str, type[_PerImagePolicy]] = {

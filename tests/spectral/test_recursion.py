@@ -218,3 +218,20 @@ def test_exception(W, kwargs, match):
 def test_empty_batch():
     seg = recursive_ncut(torch.zeros(0, 8, 8))
     assert seg.labels.shape == (0, 8)
+
+
+def test_bucket_widths():
+    from diffcut_gpu.spectral.subgraph import bucket_widths
+
+    sizes = torch.tensor([1, 2, 3, 16, 17, 100, 1000, 1024])
+    assert bucket_widths(sizes, 1000, 16).tolist() == [16, 16, 16, 16, 32, 128, 1000, 1000]
+    assert bucket_widths(torch.tensor([3, 5]), 8, 2).tolist() == [4, 8]
+
+
+def test_labels_in_raster_order_of_first_appearance():
+    P, _ = planted_attention(1, [6, 6, 6], seed=3)
+    perm = torch.tensor([12, 0, 6, 13, 1, 7, 14, 2, 8, 15, 3, 9, 16, 4, 10, 17, 5, 11])
+    seg = recursive_ncut(reversibilize(P[:, perm][:, :, perm]), threshold=0.5, min_size=2)
+    labels = seg.labels[0].tolist()
+    firsts = [labels.index(k) for k in range(max(labels) + 1)]
+    assert firsts == sorted(firsts) and labels[0] == 0
