@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..kernels.dispatch import select_backend
+
 __all__ = ["head_mean_attention", "head_mean_attention_ref"]
 
 
@@ -93,6 +95,12 @@ def head_mean_attention(
             f"out: expected a floating point ({B}, {N}, {M}) tensor on {query.device}, "
             f"got {tuple(out.shape)} {out.dtype} on {out.device}"
         )
+    if attn_mask is None and out.dtype == torch.float32 and select_backend(query) == "cuda":
+        from ..kernels import record_attention_cuda
+
+        if not accumulate:
+            out.zero_()
+        return record_attention_cuda(query, key, scale, out, accumulate=True, weight=weight)
     dtype = torch.promote_types(out.dtype, torch.promote_types(query.dtype, torch.float32))
     key_t = key.to(dtype).transpose(-1, -2)  # (B, heads, d, M)
     factor = float(weight) / heads

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_batched_square, check_finite, check_int, check_tensor, check_transition
+from ..kernels.dispatch import select_backend
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -128,6 +129,10 @@ def power_walk(P: Tensor, k: int) -> Tensor:
     """
     check_int("k", k, 1)
     check_transition("P", P, min_nodes=1)
+    if select_backend(P) == "cuda":
+        from ..kernels import power_walk_cuda
+
+        return power_walk_cuda(P, k)
     base = P.to(_compute_dtype(P))
     result: Tensor | None = None
     while True:

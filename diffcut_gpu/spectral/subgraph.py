@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..kernels.dispatch import select_backend
+
 
 @dataclass(frozen=True)
 class Bucket:
@@ -35,6 +37,10 @@ def gather_subgraphs(W: Tensor, image_index: Tensor, node_index: Tensor, sizes: 
     Returns:
         (S, n, n) in W's dtype, exactly 0 outside each valid block.
     """
+    if select_backend(W) == "cuda":
+        from ..kernels import gather_subgraphs_cuda
+
+        return gather_subgraphs_cuda(W, image_index, node_index, sizes)
     s, n = node_index.shape
     rows = W[image_index.unsqueeze(1), node_index]  # (S, n, N)
     sub = rows.gather(2, node_index.unsqueeze(1).expand(s, n, n))

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_batched_square, check_int, check_sizes, check_tensor
+from ..kernels.dispatch import select_backend
 
 
 def valid_mask(sizes: Tensor | None, batch: int, n: int, device: torch.device) -> Tensor:
@@ -95,6 +96,10 @@ def sweep_cut(
         raise ValueError(f"x: expected shape ({b}, {n}), got {tuple(x.shape)}")
     check_sizes(sizes, b, n)
     check_int("min_side", min_side, 1)
+    if W.dtype != torch.float64 and select_backend(W) == "cuda":
+        from ..kernels import sweep_cut_cuda
+
+        return sweep_cut_cuda(W, x, sizes, min_side=min_side)
     device = W.device
     valid = valid_mask(sizes, b, n, device)
     n_valid = valid.sum(-1)

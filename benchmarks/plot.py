@@ -1,0 +1,88 @@
+"""Plots of the benchmark JSON files in docs/results/ -> PNGs in docs/figures/.
+
+    python -m benchmarks.plot
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.common import RESULTS
+
+FIGURES = RESULTS.parent / "figures"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_fiedler(data: dict, out: Path) -> Path:
+    """Per-matrix solve time of each method, grouped by (B, N), log scale."""
+    plt = _pyplot()
+    rows = data["results"]["rows"] if "results" in data else data["rows"]
+    groups = sorted({(r["N"], r["B"]) for r in rows})
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fig, ax = plt.subplots(figsize=(1.6 * len(groups) + 3, 4))
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        xs, ys = [], []
+        for g, (n, b) in enumerate(groups):
+            hit = [r for r in rows if r["method"] == method and (r["N"], r["B"]) == (n, b)]
+            if hit:
+                xs.append(g + i * width)
+                ys.append(hit[0]["median_ms"] / b)
+        ax.bar(xs, ys, width, label=method)
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], [f"N={n}\nB={b}" for n, b in groups])
+    ax.set_yscale("log")
+    ax.set_ylabel("ms per matrix (median)")
+    env = data["results"]["environment"] if "results" in data else data["environment"]
+    ax.set_title(f"Fiedler vector, {env['device_name']} ({env['device']}, {env['threads']} threads)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_recursive(data: dict, out: Path) -> Path:
+    """Whole recursive segmentation of a batch: ours vs DiffCut-style, seconds per batch."""
+    plt = _pyplot()
+    rows = data["results"]
+    labels = [f"B={r['batch']}\n{r['tokens']} tokens" for r in rows]
+    fig, ax = plt.subplots(figsize=(2.2 * len(rows) + 2, 4))
+    xs = range(len(rows))
+    ax.bar([x - 0.2 for x in xs], [r["diffcut_style_s"] for r in rows], 0.4, label="DiffCut-style (eigh + 100 thresholds)")
+    ax.bar([x + 0.2 for x in xs], [r["ours_s"] for r in rows], 0.4, label="diffcut-gpu (batched, level-synchronous)")
+    for x, r in zip(xs, rows):
+        ax.text(x + 0.2, r["ours_s"], f"{r['speedup']:.0f}x", ha="center", va="bottom", fontsize=9)
+    ax.set_xticks(list(xs), labels)
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds per batch (median)")
+    env = data["environment"]
+    ax.set_title(f"Recursive NCut, {env['device_name']} ({env['device']}, {env['threads']} threads)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+PLOTTERS = {"bench_fiedler.json": plot_fiedler, "bench_recursive.json": plot_recursive}
+
+
+def main() -> None:
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    for name, plotter in PLOTTERS.items():
+        path = RESULTS / name
+        if path.exists():
+            print("wrote", plotter(json.loads(path.read_text()), FIGURES / path.with_suffix(".png").name))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""CUDA twin of ``diffcut_gpu.spectral.subgraph.gather_subgraphs`` (kernel in ``csrc/gather.cu``)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._common import cdiv, check_cuda_tensor, check_graph_storage
+from .interop import i32, i64, launch
+from .loader import get_kernel
+
+__all__ = ["gather_subgraphs_cuda"]
+
+_THREADS = 256  # GA_THREADS
+_TILE_ROWS = 32  # GA_TILE_ROWS
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def gather_subgraphs_cuda(W: Tensor, image_index: Tensor, node_index: Tensor, sizes: Tensor) -> Tensor:
+    """Dense induced sub-graphs on the GPU: out[s] = W[image_index[s]][node_index[s]][:, node_index[s]].
+
+    Args:
+        W: (B, N, N) CUDA graphs (float32, float16, bfloat16 or float64).
+        image_index: (S,) int64 graph of each segment.
+        node_index: (S, n) int64 token ids, padded (any valid id) beyond ``sizes``.
+        sizes: (S,) int64 valid sizes.
+
+    Returns:
+        (S, n, n) in W's dtype, exactly 0 outside each valid block. Unlike torch indexing, an id outside
+        [0, N) (or a graph index outside [0, B)) is clamped instead of raising: no host sync is spent on
+        checking ids, and the values gathered for such ids are unspecified.
+    """
+    check_graph_storage("W", W, _DTYPES)
+    for name, t in (("image_index", image_index), ("node_index", node_index), ("sizes", sizes)):
+        check_cuda_tensor(name, t)
+        if t.is_floating_point() or t.dtype == torch.bool:
+            raise ValueError(f"{name}: expected an integer tensor, got {t.dtype}")
+    if node_index.ndim != 2:
+        raise ValueError(f"node_index: expected shape (S, n), got {tuple(node_index.shape)}")
+    s, n = node_index.shape
+    if image_index.shape != (s,) or sizes.shape != (s,):
+        raise ValueError(
+            f"image_index, sizes: expected shape ({s},), "
+            f"got {tuple(image_index.shape)} and {tuple(sizes.shape)}"
+        )
+    out = torch.empty(s, n, n, dtype=W.dtype, device=W.device)
+    if s == 0 or n == 0 or W.shape[0] == 0:
+        return out.zero_()
+    Wc = W if W.stride(2) == 1 else W.contiguous()
+    idx = [t.to(torch.int64).contiguous() for t in (image_index, node_index, sizes)]
+    kernel = get_kernel("gather_subgraphs", W.dtype, W.device)
+    args = (Wc, i64(Wc.stride(0)), i64(Wc.stride(1)), i32(W.shape[0]), i32(W.shape[1]), *idx, i32(n), out)
+    launch(kernel, (cdiv(n, _TILE_ROWS), s), (_THREADS,), args, device=W.device, shared_mem=n * 4)
+    return out

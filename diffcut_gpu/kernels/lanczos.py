@@ -1,0 +1,166 @@
+"""CUDA twin of ``diffcut_gpu.spectral.lanczos.lanczos_fiedler`` (kernels in ``csrc/lanczos.cu``).
+
+Same algorithm (thick-restart Lanczos on the complement of u0, CGS2, true residual per cycle), same
+start vector (the integer hash), same outputs; the graph may be stored in float32, float16 or
+bfloat16 (all vectors and sums are float32). Two launch strategies, chosen per call:
+
+* ``"fused"``: one thread block solves one graph from start to finish, matvec included: one launch,
+  no host round trip. Each step streams the graph through one SM, so this wins when the batch fills
+  the GPU (B >= number of SMs) or the graphs are small.
+* ``"tiled"``: the matvec is spread over N / 32 blocks per graph, the rest of a step runs one block
+  per graph; two launches per step and one host poll per ``krylov_dim`` steps. Wins for a few large
+  graphs (the top levels of the recursion).
+
+``strategy="auto"`` compares a bandwidth model of both (docs/kernels.md); its constants are estimates
+until a GPU session measures them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ._common import aligned_rows, cdiv, check_graph_storage, device_index, device_limits, sizes_tensor
+from .interop import cupy_args, f32, i32, i64, launch, on_torch_stream
+from .loader import get_kernel
+
+__all__ = ["MAX_KEEP", "MAX_KRYLOV_DIM", "STRATEGIES", "choose_strategy", "lanczos_fiedler_cuda"]
+
+MAX_KRYLOV_DIM = 64  # LZ_MAX_M in csrc/lanczos.cu
+MAX_KEEP = 16  # LZ_MAX_KEEP
+STRATEGIES = ("auto", "fused", "tiled")
+
+_THREADS = 512  # LZ_THREADS
+_TILE_THREADS = 256  # LZ_TILE_THREADS
+_TILE_ROWS = 32  # LZ_TILE_ROWS
+_STATE_INTS, _STATE_FLOATS, _DONE = 8, 4, 2
+
+# Bandwidth model of one Lanczos step (see docs/kernels.md): estimates for an H100, to be measured.
+PER_SM_BYTES_PER_S = 40e9  # one block streaming a graph through one SM
+DEVICE_BYTES_PER_S = 2.5e12  # all SMs streaming (achievable HBM3 bandwidth)
+LAUNCH_S = 4e-6  # one kernel launch, back to back on a stream
+
+
+def choose_strategy(batch: int, n: int, elem: int, num_sms: int) -> str:
+    """``"fused"`` or ``"tiled"``: whichever the bandwidth model says finishes a Lanczos step first."""
+    graph_bytes = n * n * elem
+    fused = cdiv(batch, num_sms) * graph_bytes / PER_SM_BYTES_PER_S
+    tiled = batch * graph_bytes / DEVICE_BYTES_PER_S + 2 * LAUNCH_S
+    return "fused" if fused <= tiled else "tiled"
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+
+
+def lanczos_fiedler_cuda(
+    W: Tensor,
+    sizes: Tensor | None = None,
+    tol: float = 1e-5,
+    max_iter: int | None = None,
+    *,
+    krylov_dim: int | None = None,
+    keep: int | None = None,
+    strategy: str = "auto",
+):
+    """Fiedler pairs of a batch of graphs by batched thick-restart Lanczos on the GPU.
+
+    Args:
+        W: (B, N, N) CUDA tensor, symmetric non-negative graphs stored as float32, float16 or bfloat16;
+            entries outside the valid blocks are never read.
+        sizes: (B,) int valid block sizes, or None (all N).
+        tol: a graph stops once its true residual ||A v - mu v|| <= tol.
+        max_iter: most Lanczos steps per graph; None means 40 * m.
+        krylov_dim: basis size m per cycle, capped at N - 1 (default: the reference's KRYLOV_DIM, 48;
+            at most 64 here).
+        keep: Ritz vectors kept at each thick restart, capped at m - 1 (default: the reference's KEEP,
+            16; at most 16 here).
+        strategy: ``"auto"``, ``"fused"`` or ``"tiled"`` (see the module docstring).
+
+    Returns:
+        ``FiedlerResult(lam (B,), x (B, N), residual (B,), iterations (B,) int64, converged (B,) bool)``,
+        float32, on W's device; graphs with fewer than two active nodes get lam = 0, x = 0, residual 0.
+        Asynchronous: no host sync, except one poll per m steps with ``strategy="tiled"``.
+    """
+    from ..spectral.lanczos import KEEP, KRYLOV_DIM, FiedlerResult
+
+    check_graph_storage("W", W)
+    b, n, _ = W.shape
+    if n < 1:
+        raise ValueError(f"W: expected at least 1 node, got N={n}")
+    if not (isinstance(tol, (int, float)) and tol >= 0):
+        raise ValueError(f"tol: expected a number >= 0, got {tol!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    krylov_dim = KRYLOV_DIM if krylov_dim is None else krylov_dim
+    keep = KEEP if keep is None else keep
+    _check_int("krylov_dim", krylov_dim, 1)
+    _check_int("keep", keep, 0)
+    m = max(1, min(krylov_dim, n - 1))
+    keep = max(0, min(keep, m - 1))
+    if m > MAX_KRYLOV_DIM:
+        raise ValueError(
+            f"krylov_dim: expected at most {MAX_KRYLOV_DIM} for the CUDA backend, got {krylov_dim}"
+        )
+    if keep > MAX_KEEP:
+        raise ValueError(f"keep: expected at most {MAX_KEEP} for the CUDA backend, got {keep}")
+    max_iter = 40 * m if max_iter is None else max_iter
+    _check_int("max_iter", max_iter, 1)
+    tau = 10 * torch.finfo(torch.float32).eps * math.sqrt(n)
+
+    device = W.device
+    sz = sizes_tensor(sizes, b, n, device)
+    lam = torch.empty(b, dtype=torch.float32, device=device)
+    x = torch.empty(b, n, dtype=torch.float32, device=device)
+    residual = torch.empty(b, dtype=torch.float32, device=device)
+    iterations = torch.empty(b, dtype=torch.int64, device=device)
+    converged = torch.empty(b, dtype=torch.bool, device=device)
+    result = FiedlerResult(lam, x, residual, iterations, converged)
+    if b == 0:
+        return result
+
+    Wa, ldw = aligned_rows(W)
+    ldv = cdiv(n, 4) * 4
+    V = torch.empty(b, m + 6, ldv, dtype=torch.float32, device=device)
+    num_sms, smem_optin = device_limits(device_index(W))
+    fused_smem = (2 * ldv + 3 * m * m) * 4
+    if strategy == "auto":
+        strategy = choose_strategy(b, n, W.element_size(), num_sms)
+    if strategy == "fused" and fused_smem > smem_optin - 2048:  # static shared memory: ~1.7 KiB
+        strategy = "tiled"
+    common = (i32(n), i32(ldv), i32(m), i32(keep), i32(max_iter), f32(tol), f32(tau), V, i64(V.stride(0)))
+    outputs = (lam, x, residual, iterations, converged)
+    if strategy == "fused":
+        kernel = get_kernel("lanczos_fused", W.dtype, device)
+        args = (Wa, i64(Wa.stride(0)), i64(ldw), sz, *common, *outputs)
+        launch(kernel, (b,), (_THREADS,), args, device=device, shared_mem=fused_smem)
+        return result
+
+    H = torch.empty(b, m, m, dtype=torch.float32, device=device)
+    state = torch.empty(b, _STATE_INTS, dtype=torch.int32, device=device)
+    fstate = torch.empty(b, _STATE_FLOATS, dtype=torch.float32, device=device)
+    tile_grid = (cdiv(n, _TILE_ROWS), b)
+    graph = (Wa, i64(Wa.stride(0)), i64(ldw), sz, i32(ldv), i32(m), V, i64(V.stride(0)))
+    per_graph = (sz, *common, H, state, fstate, *outputs)
+    step_smem = 2 * m * m * 4
+    degrees = get_kernel("lanczos_degrees", W.dtype, device)
+    matvec = get_kernel("lanczos_matvec", W.dtype, device)
+    init = get_kernel("lanczos_init", None, device)
+    step = get_kernel("lanczos_step", None, device)
+    # Each round is one matvec + one step; a graph needs at most max_iter expansion rounds plus one
+    # residual round per cycle (a cycle has at least one expansion).
+    rounds = 2 * max_iter + 2
+    with on_torch_stream(device):
+        graph_args, per_graph_args = cupy_args(graph), cupy_args(per_graph)
+        matvec_args = cupy_args((*graph, state))
+        degrees(tile_grid, (_TILE_THREADS,), graph_args)
+        init((b,), (_THREADS,), per_graph_args, shared_mem=step_smem)
+        for r in range(rounds):
+            matvec(tile_grid, (_TILE_THREADS,), matvec_args)
+            step((b,), (_THREADS,), per_graph_args, shared_mem=step_smem)
+            if (r + 1) % m == 0 and bool((state[:, 0] == _DONE).all()):
+                break
+    return result

@@ -1,0 +1,65 @@
+"""CUDA twin of ``diffcut_gpu.spectral.graph.power_walk``: cuBLAS GEMMs, fused row renormalisation."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .._checks import check_transition
+from ._common import cdiv, check_cuda_tensor
+from .interop import i32, i64, launch
+from .loader import get_kernel
+
+__all__ = ["power_walk_cuda", "renormalize_rows_cuda"]
+
+_THREADS = 256  # PW_THREADS
+_TILE_ROWS = 32  # PW_TILE_ROWS
+
+
+def renormalize_rows_cuda(P: Tensor) -> Tensor:
+    """In place: P[b, r, :] /= max(P[b, r, :].sum(), tiny) for a (B, N, N) float32 / float64 CUDA tensor.
+
+    Returns ``P``. The rows must have unit column stride (a ``bmm`` output has).
+    """
+    check_cuda_tensor("P", P)
+    if P.ndim != 3 or P.dtype not in (torch.float32, torch.float64) or P.stride(2) != 1:
+        raise ValueError(
+            f"P: expected a (B, N, N) float32 / float64 tensor with unit column stride, got {P.dtype} "
+            f"{tuple(P.shape)} strides {P.stride()}"
+        )
+    b, n, _ = P.shape
+    kernel = get_kernel("renorm_rows", P.dtype, P.device)
+    launch(
+        kernel,
+        (cdiv(n, _TILE_ROWS), b),
+        (_THREADS,),
+        (P, i64(P.stride(0)), i64(P.stride(1)), i32(n)),
+        device=P.device,
+    )
+    return P
+
+
+def power_walk_cuda(P: Tensor, k: int) -> Tensor:
+    """k-step transition matrices P^k by repeated squaring, rows renormalised after every product.
+
+    Same checks, products and result as the reference (float32, or float64 for float64 input); the
+    products run in cuBLAS through ``torch.bmm`` and each renormalisation is one kernel, in place.
+
+    Args:
+        P: (B, N, N) row-stochastic CUDA tensor.
+        k: integer >= 1.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k: expected an integer >= 1, got {k!r}")
+    check_cuda_tensor("P", P)
+    check_transition("P", P, min_nodes=1)
+    base = P.to(torch.float64 if P.dtype == torch.float64 else torch.float32)
+    result: Tensor | None = None
+    while True:
+        if k & 1:
+            result = base if result is None else renormalize_rows_cuda(torch.bmm(result, base))
+        k >>= 1
+        if not k:
+            break
+        base = renormalize_rows_cuda(torch.bmm(base, base))
+    return result.clone() if result is P else result

@@ -1,0 +1,80 @@
+"""CUDA twin of ``diffcut_gpu.spectral.sweep.sweep_cut`` (kernels in ``csrc/sweep.cu``).
+
+The nodes are sorted by x with ``torch.sort`` (same key as the reference: float64, stable, padding
+last); ``sweep_rows`` then reads every valid graph row once, in its stored dtype, and ``sweep_scan``
+turns the per-row sums into the NCut of all N - 1 splits, picks the first minimum and writes the mask.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .._checks import check_batched_square, check_sizes, check_tensor
+from ._common import aligned_rows, cdiv, check_graph_storage, sizes_tensor
+from .interop import i32, i64, launch
+from .loader import get_kernel
+
+__all__ = ["sweep_cut_cuda"]
+
+_THREADS = 256  # SW_THREADS
+_TILE_ROWS = 32  # SW_TILE_ROWS
+_SCAN_THREADS = 1024  # SW_SCAN_THREADS
+
+
+def sweep_cut_cuda(
+    W: Tensor, x: Tensor, sizes: Tensor | None = None, *, min_side: int = 1
+) -> tuple[Tensor, Tensor]:
+    """Minimum NCut over all splits of the nodes sorted by ``x``, on the GPU.
+
+    Args:
+        W: (B, N, N) CUDA tensor, symmetric non-negative graph stored as float32, float16 or bfloat16.
+        x: (B, N) embedding, usually the Fiedler vector.
+        sizes: optional (B,) valid sizes.
+        min_side: smallest number of nodes either side may keep.
+
+    Returns:
+        ncut: (B,) float64, +inf where no split satisfies ``min_side``.
+        mask: (B, N) bool, True for the nodes with the smallest x up to the best split (ties between
+        split points: the smallest S); False at padding.
+    """
+    check_batched_square("W", W, min_nodes=1)
+    check_graph_storage("W", W)
+    check_tensor("x", x)
+    b, n, _ = W.shape
+    if x.shape != (b, n):
+        raise ValueError(f"x: expected shape ({b}, {n}), got {tuple(x.shape)}")
+    if x.device != W.device:
+        raise ValueError(f"x: expected a tensor on {W.device}, got {x.device}")
+    check_sizes(sizes, b, n)
+    if isinstance(min_side, bool) or not isinstance(min_side, int) or min_side < 1:
+        raise ValueError(f"min_side: expected an integer >= 1, got {min_side!r}")
+    device = W.device
+    sz = sizes_tensor(sizes, b, n, device)
+    valid = torch.arange(n, device=device).unsqueeze(0) < sz.unsqueeze(1)
+    key = torch.where(
+        valid, x.to(torch.float64), torch.full((), float("inf"), dtype=torch.float64, device=device)
+    )
+    order = torch.sort(key, dim=-1, stable=True).indices.contiguous()
+
+    ncut = torch.empty(b, dtype=torch.float64, device=device)
+    mask = torch.empty(b, n, dtype=torch.bool, device=device)
+    if b == 0:
+        return ncut, mask
+    Wa, ldw = aligned_rows(W)
+    diff = torch.empty(b, n, dtype=torch.float64, device=device)
+    deg = torch.empty(b, n, dtype=torch.float64, device=device)
+    rows = get_kernel("sweep_rows", W.dtype, device)
+    launch(
+        rows,
+        (cdiv(n, _TILE_ROWS), b),
+        (_THREADS,),
+        (Wa, i64(Wa.stride(0)), i64(ldw), sz, order, i32(n), diff, deg),
+        device=device,
+        shared_mem=cdiv(n, 4) * 16,
+    )
+    scan = get_kernel("sweep_scan", None, device)
+    launch(
+        scan, (b,), (_SCAN_THREADS,), (sz, order, diff, deg, i32(n), i32(min_side), ncut, mask), device=device
+    )
+    return ncut, mask
