@@ -13,6 +13,7 @@ PACKAGES = [
     "diffcut_gpu.eval",
     "diffcut_gpu.cli",
     "diffcut_gpu.baselines",
+    "diffcut_gpu.io",
     "diffcut_gpu.csrc",
 ]
 

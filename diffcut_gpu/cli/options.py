@@ -1,0 +1,100 @@
+"""Command-line values -> the objects the Python API takes (``DiffCut`` kwargs, model kwargs).
+
+Argument types raise ``argparse.ArgumentTypeError`` so that a bad value is a usage error (exit 2) with
+the usual "argument --x: ..." message.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ..io import FORMATS
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_RESOLUTION",
+    "THRESHOLD_NAMES",
+    "diffcut_kwargs",
+    "dtype_arg",
+    "formats_arg",
+    "positive_int",
+    "threshold_arg",
+]
+
+THRESHOLD_NAMES = ("dynamic", "otsu", "gap", "null")
+DEFAULT_RESOLUTION = {"vit": 448, "diffusion": 1024}
+#: Model loaded when ``--model-path`` is not given (a hub name; offline, pass a local folder instead).
+DEFAULT_MODEL = {"vit": "facebook/dinov2-small", "diffusion": "segmind/SSD-1B"}
+_DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def threshold_arg(text: str) -> float | str:
+    """``--threshold``: a number (constant tau) or one of ``dynamic``, ``otsu``, ``gap``, ``null``."""
+    if text in THRESHOLD_NAMES:
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number or one of {', '.join(THRESHOLD_NAMES)}, got {text!r}"
+        ) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive NCut threshold, got {text}")
+    return value
+
+
+def formats_arg(text: str) -> tuple[str, ...]:
+    """``--formats``: comma-separated subset of ``overlay,png16,npy,json`` (duplicates dropped)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in parts if p not in FORMATS]
+    if bad or not parts:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated subset of {','.join(FORMATS)}, got {text!r}"
+        )
+    return tuple(dict.fromkeys(parts))
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def dtype_arg(text: str) -> str:
+    if text not in _DTYPES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(_DTYPES)}, got {text!r}")
+    return text
+
+
+def torch_dtype(name: str) -> torch.dtype | None:
+    """``--dtype`` name -> ``torch.dtype`` (``auto`` -> ``None``: the backbone's default)."""
+    return _DTYPES[name]
+
+
+def diffcut_kwargs(args: argparse.Namespace) -> dict:
+    """The ``DiffCut(...)`` keyword arguments the options ask for."""
+    return {
+        "source": args.source,
+        "power": args.power,
+        "threshold": args.threshold,
+        "min_size": args.min_size,
+        "max_depth": args.max_depth,
+        "upsample": args.upsample,
+        "refine": args.refine,
+    }
