@@ -1,0 +1,171 @@
+"""Fiedler vectors of a batch of graphs: the front door, its input checks, and the dense reference.
+
+For W (B, N, N) symmetric and non-negative with degrees d = W.sum(-1), the relaxed Normalized Cut
+(Shi & Malik 2000) is the generalized problem (D - W) x = lam D x. It is solved through the normalized
+adjacency A = D^-1/2 W D^-1/2 (spectrum in [-1, 1], top eigenpair (1, u0 = sqrt(d) / ||sqrt(d)||)):
+mu = second-largest eigenvalue of A, v its unit eigenvector orthogonal to u0, lam = 1 - mu and
+x = D^-1/2 v. The sign of x is fixed so that its largest-|.| entry is positive (ties: lowest index).
+
+Two solvers with one signature ``(W, sizes, tol, max_iter) -> FiedlerResult``:
+
+* ``eigh_fiedler``: dense ``torch.linalg.eigh`` of A, the reference (and the fast path for small N);
+* ``lanczos_fiedler`` (``lanczos.py``): batched thick-restart Lanczos, for large N.
+
+Both run without autograd: the Fiedler vector feeds discrete cuts, not gradients.
+
+Degenerate inputs never give NaN: nodes of zero degree (relative to the largest, see
+``normalized_scaling``) are isolated, are left out of A and get x = 0; a graph with fewer than two
+non-isolated nodes has lam = 0 and x = 0. A disconnected graph has lam = 0 and x is some null vector
+orthogonal to u0 (any one is valid).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+
+from .._checks import check_batched_square, check_choice, check_int, check_sizes
+from .lanczos import FiedlerResult, apply_normalized, fix_sign, lanczos_fiedler, node_mask, normalized_scaling
+
+__all__ = ["EIGH_MAX_N", "FiedlerResult", "eigh_fiedler", "fiedler", "lanczos_fiedler"]
+
+EIGH_MAX_N = 224
+"""``method="auto"`` takes dense eigh up to this (padded) N, Lanczos above.
+
+Measured on CPU (``python -m benchmarks.bench_fiedler --crossover``, one thread, float32,
+attention-like region graphs, B = 1, 16, 64): eigh is faster up to N = 196 and Lanczos from N = 256 at
+every B (eigh costs ~1 ns B N^3; Lanczos needs 15-35 block steps on these clustered spectra, each with
+a fixed Python cost of ~0.1 ms). Other devices will want their own rule (kernels/dispatch.py).
+"""
+
+METHODS = ("auto", "eigh", "lanczos")
+
+
+def _check_values(W: Tensor, sizes: Tensor | None) -> Tensor:
+    """Raise on NaN/Inf/negative/huge entries in the valid blocks or on an asymmetric graph.
+
+    Returns W, with its padding zeroed when (and only when) it holds NaN, Inf, negative or huge values
+    (whose sums could overflow in a matvec); the valid block is left as it is. Symmetry is
+    checked cheaply: row sums must equal column sums within sqrt(eps) of the largest degree, which
+    catches the usual mistake of passing a row-stochastic attention matrix P instead of a graph.
+    """
+    lo, hi = torch.aminmax(W)
+    big = torch.finfo(W.dtype).max / (4 * W.shape[-1])  # beyond this, sums of padding could overflow
+    if not bool((lo >= 0) & (hi <= big)):  # NaN fails both comparisons
+        valid = node_mask(sizes, W.shape[0], W.shape[-1], W.device)
+        block = valid.unsqueeze(-1) & valid.unsqueeze(-2)
+        if bool((~torch.isfinite(W) & block).any()):
+            raise ValueError("W: expected finite values in the valid block, got NaN or Inf entries")
+        if bool(((W < 0) & block).any()):
+            low = float(torch.where(block, W, torch.zeros_like(W)).min())
+            raise ValueError(f"W: expected non-negative entries (a graph), got minimum {low:.3g}")
+        if bool(((W > big) & block).any()):
+            raise ValueError(f"W: expected entries <= {big:.3g} so that degrees cannot overflow, got "
+                             f"{float(hi):.3g}; rescale W (the Fiedler pair does not depend on scale)")
+        W = torch.where(block, W, torch.zeros_like(W))  # the padding was bad: make it harmless
+    valid = node_mask(sizes, W.shape[0], W.shape[-1], W.device)
+    vf = valid.to(W.dtype)
+    rows = torch.bmm(vf.unsqueeze(1), W.transpose(1, 2)).squeeze(1)  # row-vector bmm: fast on CPU
+    cols = torch.bmm(vf.unsqueeze(1), W).squeeze(1)
+    zero = W.new_zeros(())
+    gap = torch.where(valid, (rows - cols).abs(), zero).amax(-1)
+    scale = torch.where(valid, rows, zero).amax(-1).clamp_min(torch.finfo(W.dtype).tiny)
+    err = float((gap / scale).max())
+    if err > torch.finfo(W.dtype).eps ** 0.5:
+        raise ValueError(
+            f"W: expected a symmetric graph (row sums equal to column sums), got a mismatch of {err:.3g} "
+            "of the largest degree; build one with reversibilize(P) or symmetrize(P)"
+        )
+    return W
+
+
+@torch.no_grad()
+def eigh_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5,
+                 max_iter: int | None = None) -> FiedlerResult:
+    """Fiedler pairs by dense ``torch.linalg.eigh`` of A (the reference solver; skips input checks).
+
+    Args:
+        W: (B, N, N) as for ``lanczos_fiedler``: compute dtype, finite everywhere, padding ignored.
+        sizes: (B,) valid block sizes, or None.
+        tol: only sets ``converged`` (residual <= tol).
+        max_iter: unused (same signature as ``lanczos_fiedler``).
+
+    The eigen-solve runs on A - 3 u0 u0^T with excluded nodes (padding, isolated) placed at -2 on the
+    diagonal: both sit below the spectrum [-1, 1], so the top eigenpair is the Fiedler pair of the valid
+    block and padding cannot change the answer. Cost O(B N^3).
+    """
+    s, u0, active = normalized_scaling(W, sizes)
+    A = s.unsqueeze(-1) * W * s.unsqueeze(-2)
+    A = A - 3 * u0.unsqueeze(-1) * u0.unsqueeze(-2)
+    A.diagonal(dim1=-2, dim2=-1).sub_(2 * (~active).to(W.dtype))
+    theta, Y = torch.linalg.eigh(A)
+    mu = theta[:, -1]
+    v = Y[:, :, -1] * active
+    v = v / v.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(W.dtype).tiny)
+    residual = (apply_normalized(W, s, v) - mu.unsqueeze(-1) * v).norm(dim=-1)
+    solvable = active.sum(-1) >= 2
+    zero = W.new_zeros(())
+    lam = torch.where(solvable, (1 - mu).clamp(0, 2), zero)
+    x = torch.where(solvable.unsqueeze(-1), fix_sign(s * v), zero)
+    residual = torch.where(solvable, residual, zero)
+    iterations = torch.zeros(W.shape[0], dtype=torch.int64, device=W.device)
+    return FiedlerResult(lam, x, residual, iterations, residual <= tol)
+
+
+def fiedler(W: Tensor, *, method: str = "auto", tol: float = 1e-5, sizes: Tensor | None = None,
+            max_iter: int | None = None, return_info: bool = False) -> tuple[Tensor, Tensor] | FiedlerResult:
+    """Fiedler eigenpair (lam, x) of each graph in a (padded) batch.
+
+    Args:
+        W: (B, N, N) symmetric, non-negative graphs, N >= 2; fp16/bf16 are upcast to float32, float64
+            stays float64. Only the valid block ``W[b, :sizes[b], :sizes[b]]`` is read for the answer.
+        method: "eigh" (dense reference, O(B N^3)), "lanczos" (batched thick-restart block Lanczos)
+            or "auto" (eigh for N <= EIGH_MAX_N, else lanczos).
+        tol: target residual ||A v - mu v||_2 (A has norm 1); 1e-5 suits float32.
+        sizes: (B,) integer valid block sizes in [2, N], or None for unpadded graphs.
+        max_iter: most Lanczos block steps per graph; None: 40 x (Krylov dimension / block size).
+        return_info: return the full ``FiedlerResult`` instead of (lam, x).
+
+    Returns:
+        (lam (B,), x (B, N)) in the compute dtype, or FiedlerResult(lam, x, residual, iterations,
+        converged). x is 0 at padding and at isolated nodes. Unconverged graphs (Lanczos hit max_iter)
+        keep their best Ritz pair; without ``return_info`` a RuntimeWarning reports them.
+
+    Example:
+        >>> W = torch.rand(4, 100, 100); W = W + W.transpose(1, 2)
+        >>> lam, x = fiedler(W)          # (4,), (4, 100)
+    """
+    check_batched_square("W", W)
+    check_choice("method", method, METHODS)
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < float("inf"):
+        raise ValueError(f"tol: expected a positive finite float, got {tol!r}")
+    if max_iter is not None:
+        check_int("max_iter", max_iter, 1)
+    b, n, _ = W.shape
+    check_sizes(sizes, b, n, min_size=2)
+    W = W.detach().to(torch.float64 if W.dtype == torch.float64 else torch.float32)
+    if sizes is not None:
+        sizes = sizes.to(device=W.device, dtype=torch.int64)
+    if b == 0:
+        empty = W.new_zeros(0)
+        info = FiedlerResult(empty, W.new_zeros(0, n), empty, empty.long(), empty.bool())
+        return info if return_info else (info.lam, info.x)
+    W = _check_values(W, sizes)
+
+    use_eigh = method == "eigh" or (method == "auto" and n <= EIGH_MAX_N)
+    solver = eigh_fiedler if use_eigh else lanczos_fiedler
+    info = solver(W, sizes, tol, max_iter)
+    if return_info:
+        return info
+    if not bool(info.converged.all()):
+        bad = ~info.converged
+        warnings.warn(
+            f"fiedler: {int(bad.sum())} of {b} graphs did not reach tol={tol:g} (worst residual "
+            f"{float(info.residual[bad].max()):.3g}); raise max_iter, or tol (float32 residuals bottom out "
+            "near 1e-6 to 1e-5 for large N), or pass return_info=True to inspect",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return info.lam, info.x
