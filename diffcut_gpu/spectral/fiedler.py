@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_batched_square, check_choice, check_int, check_sizes
+from ..kernels.dispatch import select_backend
 from .lanczos import FiedlerResult, apply_normalized, fix_sign, lanczos_fiedler, node_mask, normalized_scaling
 
 __all__ = ["EIGH_MAX_N", "FiedlerResult", "eigh_fiedler", "fiedler", "lanczos_fiedler"]
@@ -145,7 +146,8 @@ def fiedler(W: Tensor, *, method: str = "auto", tol: float = 1e-5, sizes: Tensor
         check_int("max_iter", max_iter, 1)
     b, n, _ = W.shape
     check_sizes(sizes, b, n, min_size=2)
-    W = W.detach().to(torch.float64 if W.dtype == torch.float64 else torch.float32)
+    stored = W.detach()
+    W = stored.to(torch.float64 if W.dtype == torch.float64 else torch.float32)
     if sizes is not None:
         sizes = sizes.to(device=W.device, dtype=torch.int64)
     if b == 0:
@@ -155,8 +157,12 @@ def fiedler(W: Tensor, *, method: str = "auto", tol: float = 1e-5, sizes: Tensor
     W = _check_values(W, sizes)
 
     use_eigh = method == "eigh" or (method == "auto" and n <= EIGH_MAX_N)
-    solver = eigh_fiedler if use_eigh else lanczos_fiedler
-    info = solver(W, sizes, tol, max_iter)
+    if not use_eigh and select_backend(stored) == "cuda":
+        from ..kernels import lanczos_fiedler_cuda  # reads fp16/bf16 storage as it is
+
+        info = lanczos_fiedler_cuda(stored if stored.dtype != torch.float64 else W, sizes, tol, max_iter)
+    else:
+        info = (eigh_fiedler if use_eigh else lanczos_fiedler)(W, sizes, tol, max_iter)
     if return_info:
         return info
     if not bool(info.converged.all()):
