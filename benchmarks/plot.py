@@ -57,7 +57,8 @@ def plot_recursive(data: dict, out: Path) -> Path:
     labels = [f"B={r['batch']}\n{r['tokens']} tokens" for r in rows]
     fig, ax = plt.subplots(figsize=(2.2 * len(rows) + 2, 4))
     xs = range(len(rows))
-    ax.bar([x - 0.2 for x in xs], [r["diffcut_style_s"] for r in rows], 0.4, label="DiffCut-style (eigh + 100 thresholds)")
+    baseline = [r["diffcut_style_s"] for r in rows]
+    ax.bar([x - 0.2 for x in xs], baseline, 0.4, label="DiffCut-style (eigh + 100 thresholds)")
     ax.bar([x + 0.2 for x in xs], [r["ours_s"] for r in rows], 0.4, label="diffcut-gpu (batched, level-synchronous)")
     for x, r in zip(xs, rows):
         ax.text(x + 0.2, r["ours_s"], f"{r['speedup']:.0f}x", ha="center", va="bottom", fontsize=9)
