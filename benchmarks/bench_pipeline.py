@@ -98,7 +98,7 @@ def main() -> None:
     args = parser.parse_args()
     dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
     configs = ["unet_tiny:64"] if args.quick else args.configs
-    batches = [1, 2] if args.quick else args.batches
+    batches = [1] if args.quick else args.batches
     rows = []
     for item in configs:
         config, size = item.split(":")

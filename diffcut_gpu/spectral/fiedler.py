@@ -28,7 +28,16 @@ from torch import Tensor
 
 from .._checks import check_batched_square, check_choice, check_int, check_sizes
 from ..kernels.dispatch import select_backend
-from .lanczos import FiedlerResult, apply_normalized, fix_sign, lanczos_fiedler, node_mask, normalized_scaling
+from .lanczos import (
+    BLOCK,
+    KRYLOV_DIM,
+    FiedlerResult,
+    apply_normalized,
+    fix_sign,
+    lanczos_fiedler,
+    node_mask,
+    normalized_scaling,
+)
 
 __all__ = ["EIGH_MAX_N", "FiedlerResult", "eigh_fiedler", "fiedler", "lanczos_fiedler"]
 
@@ -115,6 +124,33 @@ def eigh_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5,
     return FiedlerResult(lam, x, residual, iterations, residual <= tol)
 
 
+FLOAT32_CYCLES = 4
+"""Restart cycles a float32 Lanczos solve gets (when ``max_iter`` is not given) before the graphs that
+have not reached ``tol`` are solved again in float64. Well-separated graphs converge in one cycle;
+clustered spectra of large sub-graphs can stall at a float32 rounding floor of a few 1e-5."""
+
+
+def _lanczos_with_float64_rescue(W: Tensor, sizes: Tensor | None, tol: float, max_iter: int | None) -> FiedlerResult:
+    """Lanczos in the compute dtype; graphs left above ``tol`` in float32 are re-solved in float64.
+
+    The residual is always the true one, so the result meets ``tol`` wherever float64 can, and the
+    rescue costs one more solve for the few graphs that need it (none for most batches).
+    """
+    if W.dtype != torch.float32:
+        return lanczos_fiedler(W, sizes, tol, max_iter)
+    budget = max_iter if max_iter is not None else max(1, int(FLOAT32_CYCLES * (KRYLOV_DIM // BLOCK)))
+    info = lanczos_fiedler(W, sizes, tol, budget)
+    stuck = (~info.converged).nonzero().squeeze(1)
+    if stuck.numel() == 0:
+        return info
+    redo = lanczos_fiedler(W[stuck].double(), None if sizes is None else sizes[stuck], tol, max_iter)
+    fields = [f.clone() for f in info]
+    for field, value in zip(fields, redo):
+        field[stuck] = value.to(field.dtype)
+    fields[3][stuck] += budget  # iterations: the float32 steps plus the float64 ones
+    return FiedlerResult(*fields)
+
+
 def fiedler(W: Tensor, *, method: str = "auto", tol: float = 1e-5, sizes: Tensor | None = None,
             max_iter: int | None = None, return_info: bool = False) -> tuple[Tensor, Tensor] | FiedlerResult:
     """Fiedler eigenpair (lam, x) of each graph in a (padded) batch.
@@ -131,8 +167,10 @@ def fiedler(W: Tensor, *, method: str = "auto", tol: float = 1e-5, sizes: Tensor
 
     Returns:
         (lam (B,), x (B, N)) in the compute dtype, or FiedlerResult(lam, x, residual, iterations,
-        converged). x is 0 at padding and at isolated nodes. Unconverged graphs (Lanczos hit max_iter)
-        keep their best Ritz pair; without ``return_info`` a RuntimeWarning reports them.
+        converged). x is 0 at padding and at isolated nodes. A float32 Lanczos solve that stalls above
+        ``tol`` (clustered spectra at the float32 rounding floor) is redone in float64 for those graphs
+        only. Graphs still unconverged keep their best Ritz pair; without ``return_info`` a
+        RuntimeWarning reports them.
 
     Example:
         >>> W = torch.rand(4, 100, 100); W = W + W.transpose(1, 2)
@@ -161,8 +199,10 @@ def fiedler(W: Tensor, *, method: str = "auto", tol: float = 1e-5, sizes: Tensor
         from ..kernels import lanczos_fiedler_cuda  # reads fp16/bf16 storage as it is
 
         info = lanczos_fiedler_cuda(stored if stored.dtype != torch.float64 else W, sizes, tol, max_iter)
+    elif use_eigh:
+        info = eigh_fiedler(W, sizes, tol, max_iter)
     else:
-        info = (eigh_fiedler if use_eigh else lanczos_fiedler)(W, sizes, tol, max_iter)
+        info = _lanczos_with_float64_rescue(W, sizes, tol, max_iter)
     if return_info:
         return info
     if not bool(info.converged.all()):
