@@ -73,7 +73,8 @@ def test_end_to_end_tiny_diffusion_batch_equals_single():
     assert torch.equal(batch.labels, out.labels)
     for b in range(2):
         one = model.cut.segment(
-            feats.attention[b : b + 1], feats.grid, (64, 48), features=feats.features[b : b + 1], image=images[b : b + 1]
+            feats.attention[b : b + 1], feats.grid, (64, 48),
+            features=feats.features[b : b + 1], image=images[b : b + 1],
         )
         assert torch.equal(one.labels[0], out.labels[b])
 
