@@ -69,25 +69,57 @@ def check_row_stochastic(name: str, P: Tensor, *, atol: float | None = None) -> 
         )
 
 
-def check_symmetric(name: str, W: Tensor, *, rtol: float = 1e-4) -> None:
-    """Raise unless ``W`` (B, N, N) is symmetric within ``rtol`` of its largest entry."""
+def check_graph_values(name: str, W: Tensor, sizes: Tensor | None = None) -> Tensor:
+    """Raise on NaN/Inf/negative/huge entries in the valid blocks of ``W`` (B, N, N), or on an
+    asymmetric graph; three passes over W (one ``aminmax``, two row-vector products).
+
+    Returns W, with its padding zeroed when (and only when) it holds NaN, Inf, negative or huge values
+    (whose sums could overflow in a matvec); the valid block is left as it is. Symmetry is checked
+    cheaply: row sums must equal column sums within sqrt(eps) of the largest degree, which catches the
+    usual mistake of passing a row-stochastic attention matrix P instead of a graph.
+    """
     if W.numel() == 0:
-        return
-    scale = W.abs().amax().clamp_min(torch.finfo(torch.float32).tiny)
-    err = (W - W.transpose(-1, -2)).abs().amax() / scale
-    if float(err) > rtol:
+        return W
+    b, n, _ = W.shape
+    lo, hi = torch.aminmax(W)
+    big = torch.finfo(W.dtype).max / (4 * n)  # beyond this, sums of padding could overflow
+    valid = (
+        torch.ones(b, n, dtype=torch.bool, device=W.device)
+        if sizes is None
+        else torch.arange(n, device=W.device).unsqueeze(0) < sizes.to(W.device).unsqueeze(1)
+    )
+    if not bool((lo >= 0) & (hi <= big)):  # NaN fails both comparisons
+        block = valid.unsqueeze(-1) & valid.unsqueeze(-2)
+        if bool((~torch.isfinite(W) & block).any()):
+            raise ValueError(f"{name}: expected finite values in the valid block, got NaN or Inf entries")
+        if bool(((W < 0) & block).any()):
+            low = float(torch.where(block, W, torch.zeros_like(W)).min())
+            raise ValueError(f"{name}: expected non-negative entries (a graph), got minimum {low:.3g}")
+        if bool(((W > big) & block).any()):
+            raise ValueError(
+                f"{name}: expected entries <= {big:.3g} so that degrees cannot overflow, got {float(hi):.3g}; "
+                "rescale W (the NCut and the Fiedler pair do not depend on scale)"
+            )
+        W = torch.where(block, W, torch.zeros_like(W))  # the padding was bad: make it harmless
+    vf = valid.to(W.dtype)
+    rows = torch.bmm(vf.unsqueeze(1), W.transpose(1, 2)).squeeze(1)  # row-vector bmm: fast on CPU
+    cols = torch.bmm(vf.unsqueeze(1), W).squeeze(1)
+    zero = W.new_zeros(())
+    gap = torch.where(valid, (rows - cols).abs(), zero).amax(-1)
+    scale = torch.where(valid, rows, zero).amax(-1).clamp_min(torch.finfo(W.dtype).tiny)
+    err = float((gap / scale).max())
+    if err > torch.finfo(W.dtype).eps ** 0.5:
         raise ValueError(
-            f"{name}: expected a symmetric graph, got max |W - W^T| / max|W| = {float(err):.3g}; "
-            "build one with reversibilize(P) or symmetrize(P)"
+            f"{name}: expected a symmetric graph (row sums equal to column sums), got a mismatch of {err:.3g} "
+            "of the largest degree; build one with reversibilize(P) or symmetrize(P)"
         )
+    return W
 
 
-def check_graph(name: str, W: Tensor, *, min_nodes: int = 2) -> None:
-    """Full check of a graph batch: shape, dtype, finite, non-negative, symmetric."""
+def check_graph(name: str, W: Tensor, *, min_nodes: int = 2) -> Tensor:
+    """Full check of a graph batch: shape, dtype, finite, non-negative, symmetric. Returns W."""
     check_batched_square(name, W, min_nodes=min_nodes)
-    check_finite(name, W)
-    check_nonnegative(name, W)
-    check_symmetric(name, W)
+    return check_graph_values(name, W if W.dtype in (torch.float32, torch.float64) else W.float())
 
 
 def check_transition(name: str, P: Tensor, *, min_nodes: int = 2) -> None:

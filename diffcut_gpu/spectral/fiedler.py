@@ -26,7 +26,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from .._checks import check_batched_square, check_choice, check_int, check_sizes
+from .._checks import check_batched_square, check_choice, check_graph_values, check_int, check_sizes
 from ..kernels.dispatch import select_backend
 from .lanczos import (
     BLOCK,
@@ -35,11 +35,10 @@ from .lanczos import (
     apply_normalized,
     fix_sign,
     lanczos_fiedler,
-    node_mask,
     normalized_scaling,
 )
 
-__all__ = ["EIGH_MAX_N", "FiedlerResult", "eigh_fiedler", "fiedler", "lanczos_fiedler"]
+__all__ = ["EIGH_MAX_N", "FiedlerResult", "eigh_fiedler", "fiedler", "lanczos_fiedler", "solve_fiedler"]
 
 EIGH_MAX_N = 224
 """``method="auto"`` takes dense eigh up to this (padded) N, Lanczos above.
@@ -51,44 +50,6 @@ a fixed Python cost of ~0.1 ms). Other devices will want their own rule (kernels
 """
 
 METHODS = ("auto", "eigh", "lanczos")
-
-
-def _check_values(W: Tensor, sizes: Tensor | None) -> Tensor:
-    """Raise on NaN/Inf/negative/huge entries in the valid blocks or on an asymmetric graph.
-
-    Returns W, with its padding zeroed when (and only when) it holds NaN, Inf, negative or huge values
-    (whose sums could overflow in a matvec); the valid block is left as it is. Symmetry is
-    checked cheaply: row sums must equal column sums within sqrt(eps) of the largest degree, which
-    catches the usual mistake of passing a row-stochastic attention matrix P instead of a graph.
-    """
-    lo, hi = torch.aminmax(W)
-    big = torch.finfo(W.dtype).max / (4 * W.shape[-1])  # beyond this, sums of padding could overflow
-    if not bool((lo >= 0) & (hi <= big)):  # NaN fails both comparisons
-        valid = node_mask(sizes, W.shape[0], W.shape[-1], W.device)
-        block = valid.unsqueeze(-1) & valid.unsqueeze(-2)
-        if bool((~torch.isfinite(W) & block).any()):
-            raise ValueError("W: expected finite values in the valid block, got NaN or Inf entries")
-        if bool(((W < 0) & block).any()):
-            low = float(torch.where(block, W, torch.zeros_like(W)).min())
-            raise ValueError(f"W: expected non-negative entries (a graph), got minimum {low:.3g}")
-        if bool(((W > big) & block).any()):
-            raise ValueError(f"W: expected entries <= {big:.3g} so that degrees cannot overflow, got "
-                             f"{float(hi):.3g}; rescale W (the Fiedler pair does not depend on scale)")
-        W = torch.where(block, W, torch.zeros_like(W))  # the padding was bad: make it harmless
-    valid = node_mask(sizes, W.shape[0], W.shape[-1], W.device)
-    vf = valid.to(W.dtype)
-    rows = torch.bmm(vf.unsqueeze(1), W.transpose(1, 2)).squeeze(1)  # row-vector bmm: fast on CPU
-    cols = torch.bmm(vf.unsqueeze(1), W).squeeze(1)
-    zero = W.new_zeros(())
-    gap = torch.where(valid, (rows - cols).abs(), zero).amax(-1)
-    scale = torch.where(valid, rows, zero).amax(-1).clamp_min(torch.finfo(W.dtype).tiny)
-    err = float((gap / scale).max())
-    if err > torch.finfo(W.dtype).eps ** 0.5:
-        raise ValueError(
-            f"W: expected a symmetric graph (row sums equal to column sums), got a mismatch of {err:.3g} "
-            "of the largest degree; build one with reversibilize(P) or symmetrize(P)"
-        )
-    return W
 
 
 @torch.no_grad()
@@ -151,6 +112,22 @@ def _lanczos_with_float64_rescue(W: Tensor, sizes: Tensor | None, tol: float, ma
     return FiedlerResult(*fields)
 
 
+def solve_fiedler(W: Tensor, *, method: str = "auto", tol: float = 1e-5, sizes: Tensor | None = None,
+                  max_iter: int | None = None, stored: Tensor | None = None) -> FiedlerResult:
+    """``fiedler`` without input checks, for graphs already known to be valid (the recursion's
+    sub-graphs of a checked graph): W in float32/float64, sizes int64 on W's device or None.
+    ``stored`` is the graph in its storage dtype (fp16/bf16) for the CUDA kernel, when different."""
+    use_eigh = method == "eigh" or (method == "auto" and W.shape[-1] <= EIGH_MAX_N)
+    if use_eigh:
+        return eigh_fiedler(W, sizes, tol, max_iter)
+    stored = W if stored is None or stored.dtype == torch.float64 else stored
+    if select_backend(stored) == "cuda":
+        from ..kernels import lanczos_fiedler_cuda  # reads fp16/bf16 storage as it is
+
+        return lanczos_fiedler_cuda(stored, sizes, tol, max_iter)
+    return _lanczos_with_float64_rescue(W, sizes, tol, max_iter)
+
+
 def fiedler(W: Tensor, *, method: str = "auto", tol: float = 1e-5, sizes: Tensor | None = None,
             max_iter: int | None = None, return_info: bool = False) -> tuple[Tensor, Tensor] | FiedlerResult:
     """Fiedler eigenpair (lam, x) of each graph in a (padded) batch.
@@ -192,17 +169,8 @@ def fiedler(W: Tensor, *, method: str = "auto", tol: float = 1e-5, sizes: Tensor
         empty = W.new_zeros(0)
         info = FiedlerResult(empty, W.new_zeros(0, n), empty, empty.long(), empty.bool())
         return info if return_info else (info.lam, info.x)
-    W = _check_values(W, sizes)
-
-    use_eigh = method == "eigh" or (method == "auto" and n <= EIGH_MAX_N)
-    if not use_eigh and select_backend(stored) == "cuda":
-        from ..kernels import lanczos_fiedler_cuda  # reads fp16/bf16 storage as it is
-
-        info = lanczos_fiedler_cuda(stored if stored.dtype != torch.float64 else W, sizes, tol, max_iter)
-    elif use_eigh:
-        info = eigh_fiedler(W, sizes, tol, max_iter)
-    else:
-        info = _lanczos_with_float64_rescue(W, sizes, tol, max_iter)
+    W = check_graph_values("W", W, sizes)
+    info = solve_fiedler(W, method=method, tol=tol, sizes=sizes, max_iter=max_iter, stored=stored)
     if return_info:
         return info
     if not bool(info.converged.all()):
