@@ -51,7 +51,10 @@ def stationary_distribution(P: Tensor, *, tol: float = 1e-10, max_iter: int = 10
     eye = torch.eye(n, dtype=torch.float64, device=P.device)
     system = (eye - p64 + 1.0).transpose(-1, -2)
     rhs = torch.ones(b, n, 1, dtype=torch.float64, device=P.device)
-    sol, info = torch.linalg.solve_ex(system, rhs)
+    try:
+        sol, info = torch.linalg.solve_ex(system, rhs)
+    except RuntimeError:  # a LAPACK failure (seen with CPU thread-count changes): take the robust path
+        return _power_iteration(p64, tol=tol, max_iter=max_iter).clamp_min(0).to(dtype)
     pi = sol.squeeze(-1)
     residual = (torch.bmm(pi.unsqueeze(1), p64).squeeze(1) - pi).abs().sum(-1)
     # The rows of P sum to 1 only to the precision of its dtype, and so does pi^T P = pi^T.

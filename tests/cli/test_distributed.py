@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffcut_gpu.cli import main
 from diffcut_gpu.cli.distributed import DistContext, env_world_size, init_distributed, resolve_device, shard
 from diffcut_gpu.cli.pipeline import FAIL_AFTER_ENV, FAIL_RANK_ENV
 from diffcut_gpu.io import read_manifest
@@ -34,13 +33,15 @@ def torchrun(nproc: int, args: list[str], **env: str) -> subprocess.CompletedPro
 
 
 def single(args: list[str]) -> int:
-    """The same command in this process, one thread (as each torchrun worker has)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return main(["segment", *args])
-    finally:
-        torch.set_num_threads(threads)
+    """The same command as one plain process with one thread (as each torchrun worker has).
+
+    A subprocess, not ``torch.set_num_threads(1)`` in this one: changing the thread count back and forth
+    inside a process has made later batched LU solves of this torch build fail ("Pivots given to
+    lu_solve must all be greater or equal to 1") in the tests that run after.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    cmd = [sys.executable, "-m", "diffcut_gpu", "segment", *args]
+    return subprocess.run(cmd, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=300).returncode
 
 
 def label_bytes(out: Path) -> dict[str, bytes]:

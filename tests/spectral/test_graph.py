@@ -46,6 +46,15 @@ class TestStationary:
         assert torch.allclose(pi.sum(-1), torch.ones(1, dtype=pi.dtype))
         assert torch.allclose((pi.unsqueeze(1) @ P).squeeze(1), pi, atol=1e-8)
 
+    def test_lapack_failure_falls_back(self, monkeypatch):
+        P = attention_like(2, 30, seed=11)
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("Pivots given to lu_solve must all be greater or equal to 1")
+
+        monkeypatch.setattr(torch.linalg, "solve_ex", broken)
+        assert torch.allclose(stationary_distribution(P), _pi_ref(P), atol=1e-9)
+
     def test_empty_batch(self):
         assert stationary_distribution(torch.zeros(0, 5, 5, dtype=torch.float64)).shape == (0, 5)
 
