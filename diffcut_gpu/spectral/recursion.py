@@ -164,6 +164,7 @@ def recursive_ncut(
         thresholds=bound,
         explored_below=bound.clone(),
     )
+    seg.extras["graph"] = W  # a reference, for policies that score partitions on the graph (modularity)
     seg.thresholds = policy(seg).to(torch.float64)
     seg.labels = seg.labels_at(torch.minimum(seg.thresholds, seg.explored_below))
     return seg

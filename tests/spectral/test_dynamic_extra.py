@@ -116,6 +116,7 @@ def test_flat_graph_one_segment(name):
 
 def test_exception():
     _, seg = hierarchy(0)
+    seg.extras.pop("graph", None)  # recursive_ncut keeps the graph; without it the policy must refuse
     with pytest.raises(ValueError, match="graph: expected the"):
         MaxModularityThreshold()(seg)
     with pytest.raises(ValueError, match="W: expected the cut graphs"):
