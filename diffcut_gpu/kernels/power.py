@@ -53,13 +53,6 @@ def power_walk_cuda(P: Tensor, k: int) -> Tensor:
         raise ValueError(f"k: expected an integer >= 1, got {k!r}")
     check_cuda_tensor("P", P)
     check_transition("P", P, min_nodes=1)
-    base = P.to(torch.float64 if P.dtype == torch.float64 else torch.float32)
-    result: Tensor | None = None
-    while True:
-        if k & 1:
-            result = base if result is None else renormalize_rows_cuda(torch.bmm(result, base))
-        k >>= 1
-        if not k:
-            break
-        base = renormalize_rows_cuda(torch.bmm(base, base))
-    return result.clone() if result is P else result
+    from ..spectral.graph import power_by_squaring  # lazy: spectral imports this package's dispatch
+
+    return power_by_squaring(P, k, renormalize_rows_cuda)

@@ -13,6 +13,8 @@ All functions are batched over a leading dimension B and run on the device of th
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -136,15 +138,22 @@ def power_walk(P: Tensor, k: int) -> Tensor:
         from ..kernels import power_walk_cuda
 
         return power_walk_cuda(P, k)
+    return power_by_squaring(P, k)
+
+
+def power_by_squaring(P: Tensor, k: int, renormalize: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """P^k (B, N, N) by repeated squaring in the compute dtype, ``renormalize`` applied after every
+    product (default: rows divided by their sums; the CUDA backend passes its fused kernel). No checks."""
+    renormalize = _renormalize_rows if renormalize is None else renormalize
     base = P.to(_compute_dtype(P))
     result: Tensor | None = None
     while True:
         if k & 1:
-            result = base if result is None else _renormalize_rows(torch.bmm(result, base))
+            result = base if result is None else renormalize(torch.bmm(result, base))
         k >>= 1
         if not k:
             break
-        base = _renormalize_rows(torch.bmm(base, base))
+        base = renormalize(torch.bmm(base, base))
     return result.clone() if result is P else result
 
 
