@@ -82,3 +82,10 @@ def test_constant_and_null_and_make_policy(hierarchy):
         make_policy("median")
     with pytest.raises(ValueError, match="threshold"):
         ConstantThreshold(0)
+
+
+def test_cli_accepts_every_policy_name():
+    from diffcut_gpu.cli.options import THRESHOLD_NAMES
+    from diffcut_gpu.spectral.thresholds import policy_names
+
+    assert set(THRESHOLD_NAMES) == {"dynamic", *policy_names()}
