@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -15,6 +14,7 @@ from diffcut_gpu.attention import (  # noqa: E402
     self_attention_layers,
 )
 from diffcut_gpu.models.diffusion import DiffusionBackbone, available_configs, load_config  # noqa: E402
+from tests.attention.test_capture import _probs_ref  # noqa: E402  (the float64 reference, one copy)
 
 CONFIGS = ["unet_tiny", "unet_tiny_xl"]
 
@@ -45,16 +45,6 @@ def backbone(request):
 
 def _images(batch=2, size=(32, 32), seed=0):
     return torch.rand(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
-
-
-def _probs_ref(attn, hidden):
-    h = hidden.double()
-    q = F.linear(h, attn.to_q.weight.double(), None if attn.to_q.bias is None else attn.to_q.bias.double())
-    k = F.linear(h, attn.to_k.weight.double(), None if attn.to_k.bias is None else attn.to_k.bias.double())
-    B, N, C = q.shape
-    q = q.view(B, N, attn.heads, C // attn.heads).transpose(1, 2)
-    k = k.view(B, N, attn.heads, C // attn.heads).transpose(1, 2)
-    return torch.softmax(q @ k.transpose(-1, -2) * attn.scale, dim=-1).mean(1)
 
 
 def _reference(bb, images):
