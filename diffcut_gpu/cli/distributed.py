@@ -8,6 +8,13 @@ one code path.
 
 Sharding is round-robin over a sorted list: rank ``r`` of ``N`` takes items ``r, r + N, r + 2N, ...``
 (`shard`), which keeps every rank's share within one item of the others whatever the list holds.
+
+Small Python objects (input digests, pending indices, per-rank stats) travel through the rendezvous'
+c10d key-value store, not ``all_gather_object``: a gloo collective on Python-made tensors hands their
+last reference to gloo's worker thread, which must take the GIL to free them; when the main thread goes
+straight on to interpreter shutdown, that thread is killed while holding C++ frames and the process
+aborts ("terminate called without an active exception", seen 1 run in 6 on two CPU ranks). The process
+group itself only runs barriers, whose buffers live in C++.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -75,6 +83,8 @@ class DistContext:
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     backend: str | None = None  # None: single process, no process group
+    store: object | None = None  # the rendezvous' c10d Store (prefixed), None for a single process
+    _rounds: int = 0  # all_gather calls so far; every rank makes the same calls in the same order
 
     @property
     def enabled(self) -> bool:
@@ -93,12 +103,17 @@ class DistContext:
             torch.distributed.barrier(device_ids=self._device_ids())
 
     def all_gather(self, obj: object) -> list[object]:
-        """Every rank's ``obj``, in rank order (``[obj]`` for a single process)."""
+        """Every rank's picklable ``obj``, in rank order (``[obj]`` for a single process).
+
+        Each rank sets its key in the store, then reads every rank's key (``get`` waits for it, up to the
+        store timeout).
+        """
         if not self.enabled:
             return [obj]
-        out: list[object] = [None] * self.world_size
-        torch.distributed.all_gather_object(out, obj)
-        return out
+        self._rounds += 1
+        key = f"gather/{self._rounds}"
+        self.store.set(f"{key}/{self.rank}", pickle.dumps(obj))
+        return [pickle.loads(self.store.get(f"{key}/{r}")) for r in range(self.world_size)]
 
     def check_same(self, name: str, values: Sequence[str]) -> None:
         """Raise unless every rank holds the same list ``values`` (compared by digest)."""
@@ -113,10 +128,12 @@ class DistContext:
             )
 
     def close(self) -> None:
-        """Leave the process group (idempotent)."""
+        """Leave the process group (idempotent). Call `barrier` first on the success path, so that no rank
+        leaves while another still reads the store."""
         if self.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         self.backend = None
+        self.store = None
 
 
 def init_distributed(device: str | None = None, *, timeout_s: float = 3600.0) -> DistContext:
@@ -140,15 +157,23 @@ def init_distributed(device: str | None = None, *, timeout_s: float = 3600.0) ->
         torch.cuda.set_device(dev)
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         backend = "nccl" if local_world <= torch.cuda.device_count() else "gloo"
-    kwargs = {"backend": backend, "timeout": datetime.timedelta(seconds=timeout_s)}
+    if torch.distributed.is_initialized():
+        raise RuntimeError("init_distributed: the default process group already exists; call it once per process")
+    timeout = datetime.timedelta(seconds=timeout_s)
+    store, rank, world = next(torch.distributed.rendezvous("env://", timeout=timeout))
+    store.set_timeout(timeout)
+    kwargs = {"backend": backend, "timeout": timeout, "rank": rank, "world_size": world,
+              "store": torch.distributed.PrefixStore("default_pg", store)}
     if backend == "nccl":
         kwargs["device_id"] = dev
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(**kwargs)
+    torch.distributed.init_process_group(**kwargs)
+    # torchrun's agent keeps its store across worker restarts: key this attempt's objects apart.
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     return DistContext(
-        rank=torch.distributed.get_rank(),
-        world_size=torch.distributed.get_world_size(),
+        rank=rank,
+        world_size=world,
         local_rank=local_rank,
         device=dev,
         backend=backend,
+        store=torch.distributed.PrefixStore(f"diffcut_gpu/{attempt}", store),
     )

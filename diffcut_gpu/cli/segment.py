@@ -219,8 +219,8 @@ def _segment(args: argparse.Namespace, dist: DistContext) -> int:
                 bar.close()
     manifest.close()
 
-    dist.barrier()
-    ranks = dist.all_gather(stats)
+    ranks = dist.all_gather(stats)  # waits (up to --dist-timeout) for the slowest rank
+    dist.barrier()  # every rank has read the store: now any of them may leave
     summary = build_summary(ranks, total=plan.total, skipped=plan.skipped, missing=found.missing,
                             ignored=found.ignored, out_dir=args.out,
                             options={**options, "device": str(dist.device), "batch_size": args.batch_size},

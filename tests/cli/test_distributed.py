@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -66,6 +68,33 @@ def test_single_process_context(monkeypatch):
     dist.check_same("inputs", ["x"])
     dist.close()
     assert DistContext().is_main
+
+
+def test_all_gather_through_store():
+    """Two ranks (threads) sharing one store: each gather returns every rank's object in rank order, and
+    consecutive gathers do not read each other's keys."""
+    store = torch.distributed.HashStore()
+    results: dict[int, list] = {}
+
+    def rank_main(rank: int) -> None:
+        ctx = DistContext(rank=rank, world_size=2, backend="gloo", store=store)
+        first = ctx.all_gather({"rank": rank})
+        second = ctx.all_gather(f"round2-{rank}")
+        ctx.check_same("inputs", ["a", "b"])
+        results[rank] = [first, second]
+
+    threads = [threading.Thread(target=rank_main, args=(r,)) for r in (1, 0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    expected = [[{"rank": 0}, {"rank": 1}], ["round2-0", "round2-1"]]
+    assert results == {0: expected, 1: expected}
+
+    lonely = DistContext(rank=0, world_size=2, backend="gloo", store=torch.distributed.HashStore())
+    lonely.store.set("gather/1/1", pickle.dumps("0" * 40))  # rank 1's digest of another input list
+    with pytest.raises(RuntimeError, match="expected every rank to see the same list"):
+        lonely.check_same("inputs", ["a"])
 
 
 def test_exception(monkeypatch):
