@@ -54,8 +54,8 @@ def stationary_distribution(P: Tensor, *, tol: float = 1e-10, max_iter: int = 10
     system = (eye - p64 + 1.0).transpose(-1, -2)
     rhs = torch.ones(b, n, 1, dtype=torch.float64, device=P.device)
     try:
-        sol, info = torch.linalg.solve_ex(system, rhs)
-    except RuntimeError:  # a LAPACK failure (seen with CPU thread-count changes): take the robust path
+        sol, info = _solve_batch(system, rhs)
+    except RuntimeError:  # a LAPACK failure: take the robust path
         return _power_iteration(p64, tol=tol, max_iter=max_iter).clamp_min(0).to(dtype)
     pi = sol.squeeze(-1)
     residual = (torch.bmm(pi.unsqueeze(1), p64).squeeze(1) - pi).abs().sum(-1)
@@ -66,6 +66,20 @@ def stationary_distribution(P: Tensor, *, tol: float = 1e-10, max_iter: int = 10
         pi = torch.where(ok.unsqueeze(-1), pi, _power_iteration(p64, tol=tol, max_iter=max_iter))
     pi = pi.clamp_min(0)
     return (pi / pi.sum(-1, keepdim=True)).to(dtype)
+
+
+def _solve_batch(system: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.linalg.solve_ex`` over a batch; on CPU one matrix at a time.
+
+    After any ``torch.set_num_threads`` call, the MKL batched LU of torch 2.13 (CPU) returns invalid pivots
+    for large matrices (``Parameter 6 was incorrect on entry to DLASWP`` printed per matrix, then
+    "Pivots given to lu_solve must all be greater or equal to 1"); single-matrix solves are unaffected
+    and do the same flops, since a CPU gains nothing from batching matrices this large.
+    """
+    if system.device.type != "cpu":
+        return torch.linalg.solve_ex(system, rhs)
+    solved = [torch.linalg.solve_ex(a, r) for a, r in zip(system, rhs)]
+    return torch.stack([x for x, _ in solved]), torch.stack([info for _, info in solved])
 
 
 def _power_iteration(P: Tensor, *, tol: float, max_iter: int, check_every: int = 16) -> Tensor:

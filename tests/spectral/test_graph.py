@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -54,6 +58,25 @@ class TestStationary:
 
         monkeypatch.setattr(torch.linalg, "solve_ex", broken)
         assert torch.allclose(stationary_distribution(P), _pi_ref(P), atol=1e-9)
+
+    def test_after_set_num_threads(self):
+        """A fresh process that calls ``torch.set_num_threads`` first (as benchmarks and workers do): the
+        LU path must solve a batch of large chains without LAPACK errors and without the fallback."""
+        code = (
+            "import torch\n"
+            "from diffcut_gpu.spectral import graph\n"
+            "from tests.conftest import attention_like\n"
+            "torch.set_num_threads(2)\n"
+            "P = attention_like(4, 600, seed=7)\n"
+            "graph._power_iteration = None  # the fallback must not be needed\n"
+            "pi = graph.stationary_distribution(P)\n"
+            "print(float((torch.bmm(pi.unsqueeze(1), P).squeeze(1) - pi).abs().max()))\n"
+        )
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                             cwd=Path(__file__).resolve().parents[2])
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert "ERROR" not in run.stderr, run.stderr[:500]
+        assert float(run.stdout.split()[-1]) < 1e-12
 
     def test_empty_batch(self):
         assert stationary_distribution(torch.zeros(0, 5, 5, dtype=torch.float64)).shape == (0, 5)
