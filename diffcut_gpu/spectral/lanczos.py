@@ -52,13 +52,16 @@ the Fiedler direction (misconvergence in clustered spectra); see ``lanczos_fiedl
 CHECK_FIRST = 4
 """First convergence checkpoint (block step): attention graphs often converge in 6 to 20 block steps."""
 
-STEP_COST = (1e5, 0.4)
-CHECK_COST = (5e4, 1.0)
-"""Cost model (ns, measured on CPU, one thread) that spaces checkpoints: a block step costs about
-1e5 + 0.4 B p N^2, a checkpoint (batched eigh of the j x j matrix T) about 5e4 + 1.0 B j^3. A checkpoint
-is taken once the steps since the last one cost at least as much as it does, which bounds both the
-checking overhead and the overshoot past convergence to about the same time. With large N this is
-every step; with many small graphs (B = 64, N = 64) every ~10 steps."""
+STEP_COST = (2e5, 0.4)
+CHECK_COST = (1.5e5, 1.0)
+REMAINING_STEPS = 16
+"""Cost model (ns per graph, measured on CPU) that spaces checkpoints: a block step costs about
+2e5 + 0.4 p N^2, a checkpoint (eigh of the j x j matrix T, the estimate, one host sync) about
+1.5e5 + 1.0 j^3. Checking every k steps costs about S C / k for S remaining steps and overshoots
+convergence by about k / 2 steps; the total is least at k = sqrt(2 S C / step). So a checkpoint is taken
+once the steps since the last one cost sqrt(2 S C step), with S = REMAINING_STEPS (attention graphs
+converge in 6 to 30 block steps). Small graphs, whose step is mostly fixed overhead, check every ~4
+steps; N = 1024 every ~2. The schedule depends on (N, step) only, never on the batch."""
 
 _SENTINEL = -8.0
 """Diagonal given to dead basis columns in T: far below the spectrum [-1, 1] of A."""
@@ -81,6 +84,13 @@ def _baddbmm(c: Tensor, a: Tensor, b: Tensor, *, alpha: float) -> Tensor:
     if a.shape[0] == 1 and a.device.type == "cpu":
         return torch.baddbmm(c.expand(2, -1, -1), a.expand(2, -1, -1), b.expand(2, -1, -1), alpha=alpha)[:1]
     return torch.baddbmm(c, a, b, alpha=alpha)
+
+
+def _paired(rows: Tensor) -> Tensor:
+    """Batch rows to iterate on: a single CPU row is doubled, so that every step takes the batched BLAS
+    kernel directly (same rounding as in any larger batch, see ``_bmm``) instead of paying the copy in
+    ``_bmm`` on each of its ~10 products per step. The twin rows compute the same graph."""
+    return rows.repeat(2) if rows.numel() == 1 and rows.device.type == "cpu" else rows
 
 
 class FiedlerResult(NamedTuple):
@@ -211,7 +221,7 @@ def _orthonormal_rows(w: Tensor, tau: float) -> tuple[Tensor, Tensor]:
     for a in range(w.shape[1]):
         r = w[:, a : a + 1]
         if a:
-            r = _cgs2(torch.cat(rows, 1), r)[0]
+            r = _cgs2(rows[0] if a == 1 else torch.cat(rows, 1), r)[0]
         norm = torch.linalg.vector_norm(r, dim=-1, keepdim=True)  # (b, 1, 1)
         ok = norm > tau
         rows.append(r * torch.where(ok, norm.reciprocal(), 0.0))
@@ -220,28 +230,27 @@ def _orthonormal_rows(w: Tensor, tau: float) -> tuple[Tensor, Tensor]:
 
 
 def _expand(W: Tensor, s: Tensor, V: Tensor, H: Tensor, alive: Tensor, c0: int, p: int, tau: float) -> Tensor:
-    """One block Lanczos step in place: the block of columns c0 .. c0+p-1 -> the next block and the
-    columns c0 .. c0+p-1 of H. Returns the block residual R = A Q_block - [u0, Q] coefficients (b, p, N),
-    orthogonal to the basis, which drives the free Ritz residual estimate.
+    """One block Lanczos step in place: the block of columns c0 .. c0+p-1 -> the next block and the rows
+    c0 .. c0+p-1 of T's lower triangle in H. Returns the block residual R = A Q_block - [u0, Q]
+    coefficients (b, p, N), orthogonal to the basis, which drives the free Ritz residual estimate.
 
-    s is (b, 1, N). Dead (0) columns stay 0: A 0 = 0 and its Gram-Schmidt residual has norm 0 <= tau.
+    s is (b, 1, N). Dead (0) columns stay 0: A 0 = 0 and its Gram-Schmidt residual has norm 0 <= tau;
+    their diagonal entry of T gets the sentinel, below the spectrum, so that they are never chosen.
     """
     top = 1 + c0 + p  # rows of V in use: u0 and columns 0 .. c0+p-1
     R = s * _bmm(V[:, 1 + c0 : top] * s, W)  # A q_c for the block, as rows (b, p, N)
     R, coef = _cgs2(V[:, :top], R)
-    H[:, : c0 + p, c0 : c0 + p] = coef[:, 1:]
+    # Only the lower triangle of T = Q^T A Q is stored and read (eigh's default UPLO="L").
+    H[:, c0 : c0 + p, : c0 + p] = coef[:, 1:].transpose(1, 2)
+    diag = H[:, c0 : c0 + p, c0 : c0 + p].diagonal(dim1=1, dim2=2)
+    diag.copy_(torch.where(alive[:, c0 : c0 + p], diag, _SENTINEL))
     V[:, top : top + p], alive[:, c0 + p : c0 + 2 * p] = _orthonormal_rows(R, tau)
     return R
 
 
-def _rayleigh_ritz(H: Tensor, alive: Tensor, filled: int) -> tuple[Tensor, Tensor]:
-    """Eigenpairs (ascending) of T = Q^T A Q (b, filled, filled): upper triangle of H, mirrored, with the
-    sentinel on the diagonal of dead columns so that they can never give the top Ritz value."""
-    T = torch.triu(H[:, :filled, :filled])
-    T = T + torch.triu(T, 1).transpose(1, 2)
-    diag = T.diagonal(dim1=1, dim2=2)
-    diag.copy_(torch.where(alive[:, :filled], diag, _SENTINEL))
-    return torch.linalg.eigh(T)
+def _rayleigh_ritz(H: Tensor, filled: int) -> tuple[Tensor, Tensor]:
+    """Eigenpairs (ascending) of T = Q^T A Q (b, filled, filled) from the lower triangle kept in H."""
+    return torch.linalg.eigh(H[:, :filled, :filled])
 
 
 def _thick_restart(V: Tensor, H: Tensor, alive: Tensor, theta: Tensor, Y: Tensor, keep: int, p: int,
@@ -289,7 +298,7 @@ def lanczos_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5, m
         FiedlerResult; ``iterations`` counts block steps. Graphs with fewer than two active nodes get
         lam = 0, x = 0, residual 0.
 
-    Convergence is tested at checkpoints (from step CHECK_FIRST on, spaced by STEP_COST / CHECK_COST,
+    Convergence is tested at checkpoints (from step CHECK_FIRST on, spaced by the STEP_COST / CHECK_COST model,
     and at the end of each cycle) with the free estimate ||R^T y_last|| (R the block residual); only
     when some graph passes it is the true residual computed. The checkpoint schedule depends only on N
     and the step, and a graph finishes on its own estimate and residual, so a batch gives each graph the
@@ -312,7 +321,11 @@ def lanczos_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5, m
     ids = (active.sum(-1) >= 2).nonzero().squeeze(1)  # fewer than 2 active nodes: nothing to solve
     if ids.numel() == 0:
         return FiedlerResult(lam, x, residual, iterations, converged)
-    if ids.numel() < b_all:
+    if b_all == 1 and device.type == "cpu":  # a lone graph runs as a pair (see _paired): no copy of W
+        ids = ids.repeat(2)
+        W, s, u0, active = W.expand(2, -1, -1), s.expand(2, -1), u0.expand(2, -1), active.expand(2, -1)
+    elif ids.numel() < b_all:
+        ids = _paired(ids)
         W, s, u0, active = W[ids], s[ids], u0[ids], active[ids]
     b = ids.numel()
 
@@ -324,17 +337,19 @@ def lanczos_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5, m
     _fill_dead(V, alive, 0, p, active, 0, tau)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     c0, steps, cycle, since = 0, 0, 0, 0.0
+    step_cost = STEP_COST[0] + STEP_COST[1] * p * n * n
     while True:
         while c0 + p <= m and steps < max_iter:
             R = _expand(W, s.unsqueeze(1), V, H, alive, c0, p, tau)
             c0, steps = c0 + p, steps + 1
             # Per-graph costs: the checkpoint schedule depends on (n, step) only, never on the batch.
-            since += STEP_COST[0] + STEP_COST[1] * p * n * n
+            since += step_cost
             last = c0 + p > m or steps >= max_iter
-            if not last and (steps < CHECK_FIRST or since < CHECK_COST[0] + CHECK_COST[1] * c0**3):
+            check_cost = CHECK_COST[0] + CHECK_COST[1] * c0**3
+            if not last and (steps < CHECK_FIRST or since * since < 2 * REMAINING_STEPS * check_cost * step_cost):
                 continue
             since = 0.0
-            theta, Y = _rayleigh_ritz(H, alive, c0)
+            theta, Y = _rayleigh_ritz(H, c0)
             y_last = Y[:, c0 - p : c0, -1:].transpose(1, 2)  # (b, 1, p): top Ritz vector, last block
             estimate = _bmm(y_last, R).norm(dim=(1, 2))
             if not bool((((estimate <= tol) | (steps >= max_iter)) & ~done).any()):
@@ -358,9 +373,9 @@ def lanczos_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5, m
             if todo == 0:
                 return FiedlerResult(lam, x, residual, iterations, converged)
             if 2 * todo <= b:  # drop finished graphs once they are half the batch (costs one copy of W)
-                rest = (~done).nonzero().squeeze(1)
+                rest = _paired((~done).nonzero().squeeze(1))
                 W, s, active, ids, done = W[rest], s[rest], active[rest], ids[rest], done[rest]
-                V, H, alive, theta, Y, b = V[rest], H[rest], alive[rest], theta[rest], Y[rest], todo
+                V, H, alive, theta, Y, b = V[rest], H[rest], alive[rest], theta[rest], Y[rest], rest.numel()
         cycle += 1
         _thick_restart(V, H, alive, theta, Y, keep, p, active, p * cycle, tau)
         c0 = keep
