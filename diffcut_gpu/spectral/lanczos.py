@@ -33,6 +33,7 @@ index, identical on every device and for a padded or unpadded copy of the same g
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -104,6 +105,11 @@ class FiedlerResult(NamedTuple):
         iterations: (B,) int64, Lanczos block steps used, i.e. passes over W (0 for ``eigh`` and for
             degenerate graphs).
         converged: (B,) bool, residual <= tol.
+        next_vectors: (B, BLOCK, N) or None: the Ritz vectors after the Fiedler one (third and fourth
+            eigenvectors, approximately), in the same D^-1/2 scaling as x. Restricted to a part of the
+            graph they are good start directions for that part's Fiedler vector (``start`` of
+            ``lanczos_fiedler``), which the recursion uses between levels. None where a solver does not
+            provide them.
     """
 
     lam: Tensor
@@ -111,6 +117,7 @@ class FiedlerResult(NamedTuple):
     residual: Tensor
     iterations: Tensor
     converged: Tensor
+    next_vectors: Tensor | None = None
 
 
 def node_mask(sizes: Tensor | None, batch: int, n: int, device: torch.device) -> Tensor:
@@ -160,11 +167,13 @@ def apply_normalized(W: Tensor, s: Tensor, v: Tensor) -> Tensor:
     return s * _bmm((s * v).unsqueeze(1), W).squeeze(1)
 
 
+@functools.lru_cache(maxsize=256)
 def hash_vector(n: int, seed: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """(N,) deterministic pseudo-random entries in [-1, 1): an integer hash of (index, seed).
 
     Integer arithmetic gives the same vector on every device, and entry i does not depend on N, so a
-    padded graph starts from the same vector as its unpadded copy.
+    padded graph starts from the same vector as its unpadded copy. Cached (the recursion asks for the same
+    few widths again and again): callers must not modify the result in place.
     """
     mask = 0xFFFFFFFF
     h = (torch.arange(n, dtype=torch.int64, device=device) + 1 + 7919 * seed) * 2654435761 & mask
@@ -217,16 +226,47 @@ def _fill_dead(V: Tensor, alive: Tensor, c0: int, p: int, active: Tensor, seed: 
 def _orthonormal_rows(w: Tensor, tau: float) -> tuple[Tensor, Tensor]:
     """Orthonormalise the p rows of w (b, p, N) among themselves in order (CGS2 on the earlier ones);
     rows whose norm falls to ``tau`` (linearly dependent, or 0) become 0. Returns (q, live (b, p))."""
-    rows, live = [], []
+    q = torch.empty_like(w)
+    live = torch.empty(w.shape[0], w.shape[1], dtype=torch.bool, device=w.device)
+    _orthonormalize_into(w, q, live, tau)
+    return q, live
+
+
+def _orthonormalize_into(w: Tensor, out: Tensor, live: Tensor, tau: float) -> None:
+    """``_orthonormal_rows`` writing into ``out`` (b, p, N) and ``live`` (b, p) (views of the basis)."""
     for a in range(w.shape[1]):
         r = w[:, a : a + 1]
         if a:
-            r = _cgs2(rows[0] if a == 1 else torch.cat(rows, 1), r)[0]
+            r = _cgs2(out[:, :a], r)[0]
         norm = torch.linalg.vector_norm(r, dim=-1, keepdim=True)  # (b, 1, 1)
         ok = norm > tau
-        rows.append(r * torch.where(ok, norm.reciprocal(), 0.0))
-        live.append(ok.reshape(-1))
-    return torch.cat(rows, 1), torch.stack(live, 1)
+        torch.mul(r, norm.reciprocal().masked_fill_(~ok, 0.0), out=out[:, a : a + 1])
+        live[:, a] = ok.view(-1)
+
+
+START_MIX = 0.1
+"""Weight of the hash start vector added to each (unit) start direction given to ``lanczos_fiedler``:
+enough overlap with any eigenvector for Lanczos to find the Fiedler one even when a start direction is
+orthogonal to it, small enough to keep most of the head start."""
+
+
+def _mix_start(V: Tensor, alive: Tensor, start: Tensor, s: Tensor, active: Tensor, p: int, tau: float) -> None:
+    """Replace the hash start block (columns 0 .. p-1, rows 1 .. p of V) by the given directions, in place.
+
+    ``start`` (b, k, N) holds approximate eigenvectors in x = D^-1/2 v scaling (k <= p; zero rows mean
+    "no hint"); they are mapped to v = x / s on the active nodes, normalised, given START_MIX of the hash
+    vector already in V, and orthonormalised against u0 and each other.
+    """
+    k = min(p, start.shape[1])
+    scale = torch.where(active, s, 1.0).unsqueeze(1)
+    hint = torch.where(active.unsqueeze(1), start[:, :k].to(V.dtype) / scale, 0.0)
+    norm = hint.norm(dim=-1, keepdim=True)
+    unit = hint * torch.where(norm > tau, norm.reciprocal(), 0.0)
+    block = V[:, 1 : 1 + p].clone()
+    block[:, :k] = torch.where(norm > tau, unit + START_MIX * block[:, :k], block[:, :k])
+    block = _cgs2(V[:, :1], block)[0]
+    V[:, 1 : 1 + p], alive[:, :p] = _orthonormal_rows(block, tau)
+    _fill_dead(V, alive, 0, p, active, 0, tau)
 
 
 def _expand(W: Tensor, s: Tensor, V: Tensor, H: Tensor, alive: Tensor, c0: int, p: int, tau: float) -> Tensor:
@@ -234,23 +274,24 @@ def _expand(W: Tensor, s: Tensor, V: Tensor, H: Tensor, alive: Tensor, c0: int, 
     c0 .. c0+p-1 of T's lower triangle in H. Returns the block residual R = A Q_block - [u0, Q]
     coefficients (b, p, N), orthogonal to the basis, which drives the free Ritz residual estimate.
 
-    s is (b, 1, N). Dead (0) columns stay 0: A 0 = 0 and its Gram-Schmidt residual has norm 0 <= tau;
-    their diagonal entry of T gets the sentinel, below the spectrum, so that they are never chosen.
+    s is (b, 1, N). Dead (0) columns stay 0: A 0 = 0 and its Gram-Schmidt residual has norm 0 <= tau.
     """
     top = 1 + c0 + p  # rows of V in use: u0 and columns 0 .. c0+p-1
     R = s * _bmm(V[:, 1 + c0 : top] * s, W)  # A q_c for the block, as rows (b, p, N)
     R, coef = _cgs2(V[:, :top], R)
     # Only the lower triangle of T = Q^T A Q is stored and read (eigh's default UPLO="L").
     H[:, c0 : c0 + p, : c0 + p] = coef[:, 1:].transpose(1, 2)
-    diag = H[:, c0 : c0 + p, c0 : c0 + p].diagonal(dim1=1, dim2=2)
-    diag.copy_(torch.where(alive[:, c0 : c0 + p], diag, _SENTINEL))
-    V[:, top : top + p], alive[:, c0 + p : c0 + 2 * p] = _orthonormal_rows(R, tau)
+    _orthonormalize_into(R, V[:, top : top + p], alive[:, c0 + p : c0 + 2 * p], tau)
     return R
 
 
-def _rayleigh_ritz(H: Tensor, filled: int) -> tuple[Tensor, Tensor]:
-    """Eigenpairs (ascending) of T = Q^T A Q (b, filled, filled) from the lower triangle kept in H."""
-    return torch.linalg.eigh(H[:, :filled, :filled])
+def _rayleigh_ritz(H: Tensor, alive: Tensor, filled: int) -> tuple[Tensor, Tensor]:
+    """Eigenpairs (ascending) of T = Q^T A Q (b, filled, filled), read from the lower triangle kept in H,
+    with the sentinel on the diagonal of dead columns so that they can never give the top Ritz value."""
+    T = H[:, :filled, :filled].clone()
+    diag = T.diagonal(dim1=1, dim2=2)
+    diag.masked_fill_(~alive[:, :filled], _SENTINEL)
+    return torch.linalg.eigh(T)
 
 
 def _thick_restart(V: Tensor, H: Tensor, alive: Tensor, theta: Tensor, Y: Tensor, keep: int, p: int,
@@ -277,7 +318,8 @@ def _thick_restart(V: Tensor, H: Tensor, alive: Tensor, theta: Tensor, Y: Tensor
 
 @torch.no_grad()
 def lanczos_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5, max_iter: int | None = None,
-                    *, krylov_dim: int = KRYLOV_DIM, keep: int = KEEP, block: int = BLOCK) -> FiedlerResult:
+                    *, krylov_dim: int = KRYLOV_DIM, keep: int = KEEP, block: int = BLOCK,
+                    start: Tensor | None = None) -> FiedlerResult:
     """Fiedler pairs of a batch of graphs by batched thick-restart block Lanczos.
 
     This is the swappable solver behind ``fiedler(method="lanczos")``; it skips input checks.
@@ -293,6 +335,9 @@ def lanczos_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5, m
         block: vectors per step. Two start vectors make it very unlikely that both miss the Fiedler
             direction, which a single one does (and then converges to the wrong eigenvector) when the
             top of the spectrum is clustered.
+        start: optional (B, k, N) start directions in x = D^-1/2 v scaling (k <= block; all-zero rows:
+            none), e.g. a parent graph's ``next_vectors`` restricted to this sub-graph. Each replaces a
+            hash start vector, which stays mixed in at START_MIX; a good guess saves a third of the steps.
 
     Returns:
         FiedlerResult; ``iterations`` counts block steps. Graphs with fewer than two active nodes get
@@ -318,9 +363,10 @@ def lanczos_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5, m
     residual = W.new_zeros(b_all)
     iterations = torch.zeros(b_all, dtype=torch.int64, device=device)
     converged = torch.ones(b_all, dtype=torch.bool, device=device)
+    following = W.new_zeros(b_all, p, n)
     ids = (active.sum(-1) >= 2).nonzero().squeeze(1)  # fewer than 2 active nodes: nothing to solve
     if ids.numel() == 0:
-        return FiedlerResult(lam, x, residual, iterations, converged)
+        return FiedlerResult(lam, x, residual, iterations, converged, following)
     if b_all == 1 and device.type == "cpu":  # a lone graph runs as a pair (see _paired): no copy of W
         ids = ids.repeat(2)
         W, s, u0, active = W.expand(2, -1, -1), s.expand(2, -1), u0.expand(2, -1), active.expand(2, -1)
@@ -335,12 +381,15 @@ def lanczos_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5, m
     H = W.new_zeros(b, m, m)
     alive = torch.zeros(b, m + p, dtype=torch.bool, device=device)
     _fill_dead(V, alive, 0, p, active, 0, tau)
+    if start is not None:
+        _mix_start(V, alive, start[ids], s, active, p, tau)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     c0, steps, cycle, since = 0, 0, 0, 0.0
     step_cost = STEP_COST[0] + STEP_COST[1] * p * n * n
+    s_row = s.unsqueeze(1)
     while True:
         while c0 + p <= m and steps < max_iter:
-            R = _expand(W, s.unsqueeze(1), V, H, alive, c0, p, tau)
+            R = _expand(W, s_row, V, H, alive, c0, p, tau)
             c0, steps = c0 + p, steps + 1
             # Per-graph costs: the checkpoint schedule depends on (n, step) only, never on the batch.
             since += step_cost
@@ -349,7 +398,7 @@ def lanczos_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5, m
             if not last and (steps < CHECK_FIRST or since * since < 2 * REMAINING_STEPS * check_cost * step_cost):
                 continue
             since = 0.0
-            theta, Y = _rayleigh_ritz(H, c0)
+            theta, Y = _rayleigh_ritz(H, alive, c0)
             y_last = Y[:, c0 - p : c0, -1:].transpose(1, 2)  # (b, 1, p): top Ritz vector, last block
             estimate = _bmm(y_last, R).norm(dim=(1, 2))
             if not bool((((estimate <= tol) | (steps >= max_iter)) & ~done).any()):
@@ -368,13 +417,17 @@ def lanczos_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5, m
             residual[out] = res[finish]
             iterations[out] = steps
             converged[out] = ok[finish]
+            k = min(p, c0 - 1)  # Ritz vectors below the top one (T is c0 x c0)
+            ritz = _bmm(Y[finish][:, :, c0 - 1 - k : c0 - 1].transpose(1, 2), V[:, 1 : c0 + 1][finish])
+            following[out, :k] = s[finish].unsqueeze(1) * ritz.flip(1)  # third eigenvector first
             done = done | finish
             todo = int((~done).sum())
             if todo == 0:
-                return FiedlerResult(lam, x, residual, iterations, converged)
+                return FiedlerResult(lam, x, residual, iterations, converged, following)
             if 2 * todo <= b:  # drop finished graphs once they are half the batch (costs one copy of W)
                 rest = _paired((~done).nonzero().squeeze(1))
                 W, s, active, ids, done = W[rest], s[rest], active[rest], ids[rest], done[rest]
+                s_row = s.unsqueeze(1)
                 V, H, alive, theta, Y, b = V[rest], H[rest], alive[rest], theta[rest], Y[rest], rest.numel()
         cycle += 1
         _thick_restart(V, H, alive, theta, Y, keep, p, active, p * cycle, tau)
