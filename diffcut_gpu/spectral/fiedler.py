@@ -91,22 +91,20 @@ have not reached ``tol`` are solved again in float64. Well-separated graphs conv
 clustered spectra of large sub-graphs can stall at a float32 rounding floor of a few 1e-5."""
 
 
-def _lanczos_with_float64_rescue(W: Tensor, sizes: Tensor | None, tol: float, max_iter: int | None,
-                                 start: Tensor | None = None) -> FiedlerResult:
+def _lanczos_with_float64_rescue(W: Tensor, sizes: Tensor | None, tol: float, max_iter: int | None) -> FiedlerResult:
     """Lanczos in the compute dtype; graphs left above ``tol`` in float32 are re-solved in float64.
 
     The residual is always the true one, so the result meets ``tol`` wherever float64 can, and the
     rescue costs one more solve for the few graphs that need it (none for most batches).
     """
     if W.dtype != torch.float32:
-        return lanczos_fiedler(W, sizes, tol, max_iter, start=start)
+        return lanczos_fiedler(W, sizes, tol, max_iter)
     budget = max_iter if max_iter is not None else max(1, int(FLOAT32_CYCLES * (KRYLOV_DIM // BLOCK)))
-    info = lanczos_fiedler(W, sizes, tol, budget, start=start)
+    info = lanczos_fiedler(W, sizes, tol, budget)
     stuck = (~info.converged).nonzero().squeeze(1)
     if stuck.numel() == 0:
         return info
-    redo = lanczos_fiedler(W[stuck].double(), None if sizes is None else sizes[stuck], tol, max_iter,
-                           start=None if start is None else start[stuck])
+    redo = lanczos_fiedler(W[stuck].double(), None if sizes is None else sizes[stuck], tol, max_iter)
     fields = [f.clone() for f in info]
     for field, value in zip(fields, redo):
         field[stuck] = value.to(field.dtype)
@@ -120,12 +118,10 @@ def picks_eigh(n: int, method: str) -> bool:
 
 
 def solve_fiedler(W: Tensor, *, method: str = "auto", tol: float = 1e-5, sizes: Tensor | None = None,
-                  max_iter: int | None = None, stored: Tensor | None = None,
-                  start: Tensor | None = None) -> FiedlerResult:
+                  max_iter: int | None = None, stored: Tensor | None = None) -> FiedlerResult:
     """``fiedler`` without input checks, for graphs already known to be valid (the recursion's
     sub-graphs of a checked graph): W in float32/float64, sizes int64 on W's device or None.
-    ``stored`` is the graph in its storage dtype (fp16/bf16) for the CUDA kernel, when different.
-    ``start``: optional Lanczos start directions (see ``lanczos_fiedler``); the other solvers ignore it."""
+    ``stored`` is the graph in its storage dtype (fp16/bf16) for the CUDA kernel, when different."""
     if picks_eigh(W.shape[-1], method):
         return eigh_fiedler(W, sizes, tol, max_iter)
     stored = W if stored is None or stored.dtype == torch.float64 else stored
@@ -133,7 +129,7 @@ def solve_fiedler(W: Tensor, *, method: str = "auto", tol: float = 1e-5, sizes: 
         from ..kernels import lanczos_fiedler_cuda  # reads fp16/bf16 storage as it is
 
         return lanczos_fiedler_cuda(stored, sizes, tol, max_iter)
-    return _lanczos_with_float64_rescue(W, sizes, tol, max_iter, start)
+    return _lanczos_with_float64_rescue(W, sizes, tol, max_iter)
 
 
 def fiedler(W: Tensor, *, method: str = "auto", tol: float = 1e-5, sizes: Tensor | None = None,

@@ -105,11 +105,6 @@ class FiedlerResult(NamedTuple):
         iterations: (B,) int64, Lanczos block steps used, i.e. passes over W (0 for ``eigh`` and for
             degenerate graphs).
         converged: (B,) bool, residual <= tol.
-        next_vectors: (B, BLOCK, N) or None: the Ritz vectors after the Fiedler one (third and fourth
-            eigenvectors, approximately), in the same D^-1/2 scaling as x. Restricted to a part of the
-            graph they are good start directions for that part's Fiedler vector (``start`` of
-            ``lanczos_fiedler``), which the recursion uses between levels. None where a solver does not
-            provide them.
     """
 
     lam: Tensor
@@ -117,7 +112,6 @@ class FiedlerResult(NamedTuple):
     residual: Tensor
     iterations: Tensor
     converged: Tensor
-    next_vectors: Tensor | None = None
 
 
 def node_mask(sizes: Tensor | None, batch: int, n: int, device: torch.device) -> Tensor:
@@ -244,31 +238,6 @@ def _orthonormalize_into(w: Tensor, out: Tensor, live: Tensor, tau: float) -> No
         live[:, a] = ok.view(-1)
 
 
-START_MIX = 0.1
-"""Weight of the hash start vector added to each (unit) start direction given to ``lanczos_fiedler``:
-enough overlap with any eigenvector for Lanczos to find the Fiedler one even when a start direction is
-orthogonal to it, small enough to keep most of the head start."""
-
-
-def _mix_start(V: Tensor, alive: Tensor, start: Tensor, s: Tensor, active: Tensor, p: int, tau: float) -> None:
-    """Replace the hash start block (columns 0 .. p-1, rows 1 .. p of V) by the given directions, in place.
-
-    ``start`` (b, k, N) holds approximate eigenvectors in x = D^-1/2 v scaling (k <= p; zero rows mean
-    "no hint"); they are mapped to v = x / s on the active nodes, normalised, given START_MIX of the hash
-    vector already in V, and orthonormalised against u0 and each other.
-    """
-    k = min(p, start.shape[1])
-    scale = torch.where(active, s, 1.0).unsqueeze(1)
-    hint = torch.where(active.unsqueeze(1), start[:, :k].to(V.dtype) / scale, 0.0)
-    norm = hint.norm(dim=-1, keepdim=True)
-    unit = hint * torch.where(norm > tau, norm.reciprocal(), 0.0)
-    block = V[:, 1 : 1 + p].clone()
-    block[:, :k] = torch.where(norm > tau, unit + START_MIX * block[:, :k], block[:, :k])
-    block = _cgs2(V[:, :1], block)[0]
-    V[:, 1 : 1 + p], alive[:, :p] = _orthonormal_rows(block, tau)
-    _fill_dead(V, alive, 0, p, active, 0, tau)
-
-
 def _expand(W: Tensor, s: Tensor, V: Tensor, H: Tensor, alive: Tensor, c0: int, p: int, tau: float) -> Tensor:
     """One block Lanczos step in place: the block of columns c0 .. c0+p-1 -> the next block and the rows
     c0 .. c0+p-1 of T's lower triangle in H. Returns the block residual R = A Q_block - [u0, Q]
@@ -318,8 +287,7 @@ def _thick_restart(V: Tensor, H: Tensor, alive: Tensor, theta: Tensor, Y: Tensor
 
 @torch.no_grad()
 def lanczos_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5, max_iter: int | None = None,
-                    *, krylov_dim: int = KRYLOV_DIM, keep: int = KEEP, block: int = BLOCK,
-                    start: Tensor | None = None) -> FiedlerResult:
+                    *, krylov_dim: int = KRYLOV_DIM, keep: int = KEEP, block: int = BLOCK) -> FiedlerResult:
     """Fiedler pairs of a batch of graphs by batched thick-restart block Lanczos.
 
     This is the swappable solver behind ``fiedler(method="lanczos")``; it skips input checks.
@@ -335,9 +303,6 @@ def lanczos_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5, m
         block: vectors per step. Two start vectors make it very unlikely that both miss the Fiedler
             direction, which a single one does (and then converges to the wrong eigenvector) when the
             top of the spectrum is clustered.
-        start: optional (B, k, N) start directions in x = D^-1/2 v scaling (k <= block; all-zero rows:
-            none), e.g. a parent graph's ``next_vectors`` restricted to this sub-graph. Each replaces a
-            hash start vector, which stays mixed in at START_MIX; a good guess saves a third of the steps.
 
     Returns:
         FiedlerResult; ``iterations`` counts block steps. Graphs with fewer than two active nodes get
@@ -363,10 +328,9 @@ def lanczos_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5, m
     residual = W.new_zeros(b_all)
     iterations = torch.zeros(b_all, dtype=torch.int64, device=device)
     converged = torch.ones(b_all, dtype=torch.bool, device=device)
-    following = W.new_zeros(b_all, p, n)
     ids = (active.sum(-1) >= 2).nonzero().squeeze(1)  # fewer than 2 active nodes: nothing to solve
     if ids.numel() == 0:
-        return FiedlerResult(lam, x, residual, iterations, converged, following)
+        return FiedlerResult(lam, x, residual, iterations, converged)
     if b_all == 1 and device.type == "cpu":  # a lone graph runs as a pair (see _paired): no copy of W
         ids = ids.repeat(2)
         W, s, u0, active = W.expand(2, -1, -1), s.expand(2, -1), u0.expand(2, -1), active.expand(2, -1)
@@ -381,8 +345,6 @@ def lanczos_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5, m
     H = W.new_zeros(b, m, m)
     alive = torch.zeros(b, m + p, dtype=torch.bool, device=device)
     _fill_dead(V, alive, 0, p, active, 0, tau)
-    if start is not None:
-        _mix_start(V, alive, start[ids], s, active, p, tau)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     c0, steps, cycle, since = 0, 0, 0, 0.0
     step_cost = STEP_COST[0] + STEP_COST[1] * p * n * n
@@ -417,13 +379,10 @@ def lanczos_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5, m
             residual[out] = res[finish]
             iterations[out] = steps
             converged[out] = ok[finish]
-            k = min(p, c0 - 1)  # Ritz vectors below the top one (T is c0 x c0)
-            ritz = _bmm(Y[finish][:, :, c0 - 1 - k : c0 - 1].transpose(1, 2), V[:, 1 : c0 + 1][finish])
-            following[out, :k] = s[finish].unsqueeze(1) * ritz.flip(1)  # third eigenvector first
             done = done | finish
             todo = int((~done).sum())
             if todo == 0:
-                return FiedlerResult(lam, x, residual, iterations, converged, following)
+                return FiedlerResult(lam, x, residual, iterations, converged)
             if 2 * todo <= b:  # drop finished graphs once they are half the batch (costs one copy of W)
                 rest = _paired((~done).nonzero().squeeze(1))
                 W, s, active, ids, done = W[rest], s[rest], active[rest], ids[rest], done[rest]

@@ -15,9 +15,8 @@ import torch
 from torch import Tensor
 
 from .._checks import check_graph, check_int
-from .fiedler import picks_eigh, solve_fiedler
+from .fiedler import solve_fiedler
 from .hierarchy import Segmentation
-from .lanczos import BLOCK
 from .subgraph import gather_subgraphs, make_buckets
 from .sweep import sweep_cut_clean
 from .thresholds import ThresholdPolicy, make_policy
@@ -83,8 +82,6 @@ def recursive_ncut(
     frontier = node_image[size >= 2 * min_size]
 
     work = torch.float64 if W.dtype == torch.float64 else torch.float32
-    # Per token: the parent's next Ritz vectors (x scaling), start directions for the children's Lanczos.
-    hints = torch.zeros(b * n, BLOCK, dtype=work, device=device)
     unconverged = 0
     for depth in range(max_depth):
         if frontier.numel() == 0:
@@ -97,22 +94,14 @@ def recursive_ncut(
             sub = stored.to(work)
             width = bucket.node_index.shape[1]
             valid = torch.arange(width, device=device).unsqueeze(0) < bucket.sizes.unsqueeze(1)
-            tokens = bucket.image_index.unsqueeze(1) * n + bucket.node_index  # (S, width) rows of hints
-            start = None
-            if depth > 0 and not picks_eigh(width, method):
-                start = (hints[tokens] * valid.unsqueeze(-1)).transpose(1, 2)
-            info = solve_fiedler(sub, method=method, tol=tol, sizes=bucket.sizes, stored=stored, start=start)
+            tokens = bucket.image_index.unsqueeze(1) * n + bucket.node_index  # (S, width) flat token ids
+            info = solve_fiedler(sub, method=method, tol=tol, sizes=bucket.sizes, stored=stored)
             lam, x = info.lam, info.x
             unconverged += int((~info.converged).sum())
             cut, mask = sweep_cut_clean(sub, x, bucket.sizes, min_side=min_size)
             solved_ids.append(bucket.segment_ids)
             solved_ncut.append(cut)
             solved_lam.append(lam.to(torch.float64))
-            slots = tokens[valid]
-            if info.next_vectors is None:
-                hints[slots] = 0
-            else:
-                hints[slots] = info.next_vectors.to(work).transpose(1, 2)[valid]
             # Every padded member slot, flattened: its token (image * n + id), segment, side, validity.
             low_side.append(mask.reshape(-1))
             members.append(tokens.reshape(-1))

@@ -231,3 +231,29 @@ def test_bucket_widths():
     assert ((widths % 8 == 0) | (widths == 1000)).all()
     assert widths.unique().numel() <= 4 * 7  # a few widths per octave
     assert bucket_widths(torch.tensor([3, 5]), 8, 2).tolist() == [8, 8]
+
+
+def test_batched_equals_one_at_a_time_on_the_lanczos_path():
+    """Sub-graphs above EIGH_MAX_N go through batched Lanczos (with per-graph stopping): a batch still gives
+    every image exactly its one-at-a-time labels and NCut values."""
+    from benchmarks.common import region_attention
+
+    W = reversibilize(region_attention(3, 20, 20, seed=4)).float()  # 400 tokens: Lanczos for two levels
+    batch = recursive_ncut(W, threshold=0.5, min_size=4)
+    assert int(batch.num_segments.min()) >= 3
+    for b in range(3):
+        single = recursive_ncut(W[b : b + 1], threshold=0.5, min_size=4)
+        assert torch.equal(batch.labels[b], single.labels[0])
+        mine = batch.node_image == b
+        assert torch.equal(batch.ncut[mine], single.ncut)
+
+
+def test_lanczos_and_eigh_recursions_agree():
+    """The default solver mix (Lanczos above EIGH_MAX_N) and dense eigh at every level agree on region graphs."""
+    from benchmarks.common import region_attention
+
+    W = reversibilize(region_attention(2, 20, 20, seed=6)).float()
+    fast = recursive_ncut(W, threshold=0.5, min_size=4)
+    dense = recursive_ncut(W, threshold=0.5, min_size=4, method="eigh")
+    for b in range(2):
+        assert _same_partition(fast.labels[b], dense.labels[b])
