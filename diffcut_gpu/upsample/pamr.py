@@ -53,6 +53,16 @@ def _check_image(image: Tensor) -> None:
         raise ValueError(f"image: expected a non-empty tensor, got shape {tuple(image.shape)}")
 
 
+def _check_aligned(name: str, t: Tensor, image: Tensor, layout: str) -> None:
+    """``t`` (laid out as ``layout``, batch first, H and W last) has the batch, size and device of ``image``."""
+    b, _, h, w = image.shape
+    if t.shape[0] != b or t.shape[-2:] != (h, w):
+        expected = layout.replace("B", str(b)).replace("H", str(h)).replace("W", str(w))
+        raise ValueError(f"{name}: expected {layout} = {expected} to match image, got {tuple(t.shape)}")
+    if t.device != image.device:
+        raise ValueError(f"{name}: expected device {image.device} (that of image), got {t.device}")
+
+
 def neighbours(x: Tensor, dilations: Sequence[int]) -> Tensor:
     """Dilated 3x3 ring taps of every pixel: ``(B, C, H, W) -> (B, C, 8 * len(dilations), H, W)``."""
     batch, channels, height, width = x.shape
@@ -97,13 +107,7 @@ def pamr(
     if not isinstance(masks, Tensor) or masks.ndim != 4 or not masks.is_floating_point():
         got = f"{masks.dtype} {tuple(masks.shape)}" if isinstance(masks, Tensor) else type(masks).__name__
         raise ValueError(f"masks: expected a float tensor (B, K, H, W), got {got}")
-    if masks.shape[0] != image.shape[0] or masks.shape[2:] != image.shape[2:]:
-        raise ValueError(
-            f"masks: expected (B, K, H, W) = ({image.shape[0]}, K, {image.shape[2]}, {image.shape[3]}) "
-            f"to match image, got {tuple(masks.shape)}"
-        )
-    if masks.device != image.device:
-        raise ValueError(f"masks: expected device {image.device} (that of image), got {masks.device}")
+    _check_aligned("masks", masks, image, "(B, K, H, W)")
     if not isinstance(max_elements, int) or max_elements <= 0:
         raise ValueError(f"max_elements: expected a positive int, got {max_elements!r}")
 
@@ -135,13 +139,7 @@ def pamr_labels(
     """
     labels = check_labels(labels)
     _check_image(image)
-    if labels.shape[0] != image.shape[0] or labels.shape[1:] != image.shape[2:]:
-        raise ValueError(
-            f"labels: expected (B, H, W) = ({image.shape[0]}, {image.shape[2]}, {image.shape[3]}) to match "
-            f"image, got {tuple(labels.shape)}"
-        )
-    if labels.device != image.device:
-        raise ValueError(f"labels: expected device {image.device} (that of image), got {labels.device}")
+    _check_aligned("labels", labels, image, "(B, H, W)")
     ids, values = compact_labels(labels)
     masks = (
         F.one_hot(ids, values.numel()).permute(0, 3, 1, 2).to(torch.promote_types(image.dtype, torch.float32))
