@@ -61,7 +61,7 @@ def plot_recursive(data: dict, out: Path) -> Path:
     ax.bar([x - 0.2 for x in xs], baseline, 0.4, label="DiffCut-style (eigh + 100 thresholds)")
     ax.bar([x + 0.2 for x in xs], [r["ours_s"] for r in rows], 0.4, label="diffcut-gpu (batched, level-synchronous)")
     for x, r in zip(xs, rows):
-        ax.text(x + 0.2, r["ours_s"], f"{r['speedup']:.0f}x", ha="center", va="bottom", fontsize=9)
+        ax.text(x + 0.2, r["ours_s"], f"{r['speedup']:.1f}x", ha="center", va="bottom", fontsize=9)
     ax.set_xticks(list(xs), labels)
     ax.set_yscale("log")
     ax.set_ylabel("seconds per batch (median)")
@@ -74,7 +74,11 @@ def plot_recursive(data: dict, out: Path) -> Path:
     return out
 
 
-PLOTTERS = {"bench_fiedler.json": plot_fiedler, "bench_recursive.json": plot_recursive}
+PLOTTERS = {
+    "bench_fiedler.json": plot_fiedler,
+    "bench_recursive.json": plot_recursive,
+    "bench_recursive_1thread.json": plot_recursive,
+}
 
 
 def main() -> None:

@@ -43,10 +43,13 @@ __all__ = ["EIGH_MAX_N", "FiedlerResult", "eigh_fiedler", "fiedler", "lanczos_fi
 EIGH_MAX_N = 224
 """``method="auto"`` takes dense eigh up to this (padded) N, Lanczos above.
 
-Measured on CPU (``python -m benchmarks.bench_fiedler --crossover``, one thread, float32,
-attention-like region graphs, B = 1, 16, 64): eigh is faster up to N = 196 and Lanczos from N = 256 at
-every B (eigh costs ~1 ns B N^3; Lanczos needs 15-35 block steps on these clustered spectra, each with
-a fixed Python cost of ~0.1 ms). Other devices will want their own rule (kernels/dispatch.py).
+Measured on CPU (``OMP_NUM_THREADS=1 python -m benchmarks.bench_fiedler --crossover``, float32,
+attention-like region graphs): eigh is faster up to N = 256 for one graph, up to N ~ 150 for batches of
+16-64 (eigh costs ~1 ns B N^3; a Lanczos block step costs ~0.15-0.25 ms of fixed overhead plus the
+matvec, 15-35 steps on these clustered spectra). The recursion's buckets mostly hold 1-5 sub-graphs, so
+the switch sits between the two. It depends on the padded width only, never on the batch, so that a
+graph gets the same solver whatever it is batched with. Other devices will want their own rule
+(kernels/dispatch.py).
 """
 
 METHODS = ("auto", "eigh", "lanczos")
