@@ -141,39 +141,39 @@ __device__ __forceinline__ int dg_warp_min(int v) {
 
 // Block-wide reductions. `scratch` holds at least 32 values of the reduced type and may be reused
 // right after the call returns (the trailing barrier protects it). Every thread of the block must call.
-template <typename S>
-__device__ __forceinline__ S dg_block_sum(S v, S* scratch) {
-    const int lane = threadIdx.x % DG_WARP, warp = threadIdx.x / DG_WARP;
-    const int nwarps = (blockDim.x + DG_WARP - 1) / DG_WARP;
-    v = dg_warp_sum(v);
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    S total = lane < nwarps ? scratch[lane] : S(0);
-    total = dg_warp_sum(total);
-    __syncthreads();
-    return total;
-}
+// One pattern for all three: reduce each warp, stage the warp results, reduce them in every warp
+// (lanes past the last warp contribute the operation's identity).
+struct DgWarpSum {
+    template <typename S>
+    __device__ __forceinline__ S operator()(S v) const { return dg_warp_sum(v); }
+};
+struct DgWarpMax {
+    __device__ __forceinline__ float operator()(float v) const { return dg_warp_max(v); }
+};
+struct DgWarpMin {
+    __device__ __forceinline__ int operator()(int v) const { return dg_warp_min(v); }
+};
 
-__device__ __forceinline__ float dg_block_max(float v, float* scratch) {
+template <typename S, typename WarpOp>
+__device__ __forceinline__ S dg_block_reduce(S v, S* scratch, S identity, WarpOp warp_op) {
     const int lane = threadIdx.x % DG_WARP, warp = threadIdx.x / DG_WARP;
     const int nwarps = (blockDim.x + DG_WARP - 1) / DG_WARP;
-    v = dg_warp_max(v);
+    v = warp_op(v);
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
-    float r = lane < nwarps ? scratch[lane] : -DG_INF;
-    r = dg_warp_max(r);
+    S r = lane < nwarps ? scratch[lane] : identity;
+    r = warp_op(r);
     __syncthreads();
     return r;
+}
+
+template <typename S>
+__device__ __forceinline__ S dg_block_sum(S v, S* scratch) { return dg_block_reduce(v, scratch, S(0), DgWarpSum()); }
+
+__device__ __forceinline__ float dg_block_max(float v, float* scratch) {
+    return dg_block_reduce(v, scratch, -DG_INF, DgWarpMax());
 }
 
 __device__ __forceinline__ int dg_block_min(int v, int* scratch) {
-    const int lane = threadIdx.x % DG_WARP, warp = threadIdx.x / DG_WARP;
-    const int nwarps = (blockDim.x + DG_WARP - 1) / DG_WARP;
-    v = dg_warp_min(v);
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    int r = lane < nwarps ? scratch[lane] : 0x7fffffff;
-    r = dg_warp_min(r);
-    __syncthreads();
-    return r;
+    return dg_block_reduce(v, scratch, 0x7fffffff, DgWarpMin());
 }
