@@ -83,7 +83,7 @@ class DistContext:
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     backend: str | None = None  # None: single process, no process group
-    store: object | None = None  # the rendezvous' c10d Store (prefixed), None for a single process
+    store: torch.distributed.Store | None = None  # the rendezvous' c10d Store (prefixed), None for a single process
     _rounds: int = 0  # all_gather calls so far; every rank makes the same calls in the same order
 
     @property

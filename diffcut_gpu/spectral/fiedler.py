@@ -38,7 +38,7 @@ from .lanczos import (
     normalized_scaling,
 )
 
-__all__ = ["EIGH_MAX_N", "FiedlerResult", "eigh_fiedler", "fiedler", "lanczos_fiedler", "picks_eigh", "solve_fiedler"]
+__all__ = ["EIGH_MAX_N", "FiedlerResult", "eigh_fiedler", "fiedler", "lanczos_fiedler", "solve_fiedler"]
 
 EIGH_MAX_N = 224
 """``method="auto"`` takes dense eigh up to this (padded) N, Lanczos above.
@@ -115,17 +115,12 @@ def _lanczos_with_float64_rescue(W: Tensor, sizes: Tensor | None, tol: float, ma
     return FiedlerResult(*fields)
 
 
-def picks_eigh(n: int, method: str) -> bool:
-    """Whether ``solve_fiedler`` solves a padded width ``n`` by dense eigh (else by Lanczos)."""
-    return method == "eigh" or (method == "auto" and n <= EIGH_MAX_N)
-
-
 def solve_fiedler(W: Tensor, *, method: str = "auto", tol: float = 1e-5, sizes: Tensor | None = None,
                   max_iter: int | None = None, stored: Tensor | None = None) -> FiedlerResult:
     """``fiedler`` without input checks, for graphs already known to be valid (the recursion's
     sub-graphs of a checked graph): W in float32/float64, sizes int64 on W's device or None.
     ``stored`` is the graph in its storage dtype (fp16/bf16) for the CUDA kernel, when different."""
-    if picks_eigh(W.shape[-1], method):
+    if method == "eigh" or (method == "auto" and W.shape[-1] <= EIGH_MAX_N):
         return eigh_fiedler(W, sizes, tol, max_iter)
     stored = W if stored is None or stored.dtype == torch.float64 else stored
     if select_backend(stored) == "cuda":

@@ -217,17 +217,10 @@ def _fill_dead(V: Tensor, alive: Tensor, c0: int, p: int, active: Tensor, seed: 
             alive[:, c0 + a] |= dead & ok
 
 
-def _orthonormal_rows(w: Tensor, tau: float) -> tuple[Tensor, Tensor]:
-    """Orthonormalise the p rows of w (b, p, N) among themselves in order (CGS2 on the earlier ones);
-    rows whose norm falls to ``tau`` (linearly dependent, or 0) become 0. Returns (q, live (b, p))."""
-    q = torch.empty_like(w)
-    live = torch.empty(w.shape[0], w.shape[1], dtype=torch.bool, device=w.device)
-    _orthonormalize_into(w, q, live, tau)
-    return q, live
-
-
 def _orthonormalize_into(w: Tensor, out: Tensor, live: Tensor, tau: float) -> None:
-    """``_orthonormal_rows`` writing into ``out`` (b, p, N) and ``live`` (b, p) (views of the basis)."""
+    """Orthonormalise the p rows of w (b, p, N) among themselves in order (CGS2 on the earlier ones), into
+    ``out`` (b, p, N) and ``live`` (b, p) (views of the basis); rows whose norm falls to ``tau`` (linearly
+    dependent, or 0) become 0 with live False."""
     for a in range(w.shape[1]):
         r = w[:, a : a + 1]
         if a:
