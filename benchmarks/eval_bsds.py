@@ -4,7 +4,7 @@
                                                     # the rest ~1-2 h on one core; a GPU does it in minutes)
     python -m benchmarks.eval_bsds --quick          # 8 images per split, seconds once cached
 
-Stages (each reads the backbone outputs cached by ``diffcut_gpu.eval.runner.build_cache``):
+Stages (each reads the backbone outputs cached by ``diffcut_gpu.eval.backbone_cache.build_cache``):
 
 1. train, per graph (RW-NCut on ``reversibilize(P^k)``, k = 1, 2, 4, 8; DiffCut's feature graph): a
    constant-tau grid (one hierarchy per image and graph, re-cut at every tau) and the dynamic policies.
@@ -30,7 +30,9 @@ import torch
 
 from benchmarks.common import environment, write_json
 from diffcut_gpu.eval import BSDS500
-from diffcut_gpu.eval.runner import BackboneSpec, Method, build_cache, default_cache_dir, evaluate
+from diffcut_gpu.eval.backbone_cache import BackboneSpec, build_cache, default_cache_dir
+from diffcut_gpu.eval.methods import Method
+from diffcut_gpu.eval.runner import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

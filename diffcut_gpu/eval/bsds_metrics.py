@@ -30,7 +30,7 @@ from torch import Tensor
 
 from diffcut_gpu.eval.labels import LabelArray, as_label_tensor, compact_ids, contingency_blocks
 
-__all__ = ["BSDSMetrics", "bsds_scores", "contingency_table", "scores_from_contingency"]
+__all__ = ["BSDSMetrics", "annotator_mean", "bsds_scores", "contingency_table", "scores_from_contingency"]
 
 
 def _label_device(pred: LabelArray, gts: Sequence[LabelArray]) -> torch.device | None:
@@ -111,7 +111,15 @@ def bsds_scores(pred: LabelArray, gts: Sequence[LabelArray]) -> dict[str, float]
     Returns ``dict(covering, pri, vi)``, each the mean over annotators (see the module docstring).
     Prediction ids are arbitrary; resize the prediction to the ground-truth size first.
     """
-    per = [scores_from_contingency(t) for t in _annotator_tables(pred, gts)]
+    return annotator_mean(_annotator_tables(pred, gts))
+
+
+def annotator_mean(tables: Sequence[Tensor | np.ndarray]) -> dict[str, float]:
+    """``dict(covering, pri, vi)``: the scores of each ``(regions, segments)`` table, averaged over tables.
+
+    One table per annotator of one image; :func:`bsds_scores` and the evaluation loop both end here.
+    """
+    per = [scores_from_contingency(t) for t in tables]
     return {
         "covering": float(np.mean([s["covering"] for s in per])),
         "pri": float(np.mean([s["ri"] for s in per])),

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from diffcut_gpu.eval.labels import LabelArray, as_label_tensor, compact_ids, contingency_blocks
 
-__all__ = ["HungarianMIoU", "confusion_matrices", "hungarian_miou", "match_segments"]
+__all__ = ["HungarianMIoU", "confusion_matrices", "hungarian_miou", "match_counts", "match_segments"]
 
 
 def _linear_sum_assignment():
@@ -124,6 +124,23 @@ def match_segments(confusion: np.ndarray | Tensor, many_to_one: bool = False) ->
     return assign
 
 
+def match_counts(confusion: np.ndarray | Tensor, many_to_one: bool = False) -> tuple[np.ndarray, ...]:
+    """Per-class ``(tp, fp, fn)`` int64 ``(C,)`` of one image's ``(S, C)`` confusion after matching.
+
+    Segments are assigned with :func:`match_segments`; a matched segment's pixels are predictions of its
+    class, an unmatched segment's pixels are false negatives of the classes they cover (protocol step 3).
+    """
+    m = confusion.detach().cpu().numpy() if isinstance(confusion, Tensor) else np.asarray(confusion)
+    m = m.astype(np.int64, copy=False)
+    assign = match_segments(m, many_to_one)
+    hit = assign >= 0
+    rows = np.flatnonzero(hit)
+    tp_rows = m[rows, assign[hit]]
+    tp = np.bincount(assign[hit], weights=tp_rows, minlength=m.shape[1]).astype(np.int64)
+    fp = np.bincount(assign[hit], weights=m[rows].sum(1) - tp_rows, minlength=m.shape[1]).astype(np.int64)
+    return tp, fp, m.sum(0) - tp
+
+
 class HungarianMIoU:
     """Dataset-level accumulator of the unsupervised segmentation protocol (see the module docstring).
 
@@ -160,19 +177,15 @@ class HungarianMIoU:
     def update(self, pred: LabelArray, gt: LabelArray) -> None:
         """Add one image ``(H, W)`` or a batch ``(B, H, W)``: match per image, accumulate TP/FP/FN."""
         for conf in confusion_matrices(pred, gt, self.num_classes, self.ignore_index):
-            m = conf.cpu().numpy()
-            assign = match_segments(m, self.many_to_one)
-            hit = assign >= 0
-            rows = np.flatnonzero(hit)
-            tp_rows = m[rows, assign[hit]]
-            tp = np.bincount(assign[hit], weights=tp_rows, minlength=self.num_classes).astype(np.int64)
-            fp = np.bincount(assign[hit], weights=m[rows].sum(1) - tp_rows,
-                             minlength=self.num_classes).astype(np.int64)
-            self.tp += tp
-            self.fp += fp
-            self.fn += m.sum(0) - tp
-            self.num_valid += int(m.sum())
-            self.num_images += 1
+            self.add_counts(*match_counts(conf, self.many_to_one))
+
+    def add_counts(self, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> None:
+        """Add one image's per-class counts, as returned by :func:`match_counts`."""
+        self.tp += tp
+        self.fp += fp
+        self.fn += fn
+        self.num_valid += int(tp.sum() + fn.sum())
+        self.num_images += 1
 
     def compute(self) -> dict[str, float | list[float]]:
         """Return ``dict(mIoU, pixel_accuracy, per_class_iou=list of C floats)``, all in [0, 1]."""

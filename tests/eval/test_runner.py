@@ -13,18 +13,10 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("scipy")
 
 from diffcut_gpu.eval import BSDS500, HungarianMIoU, bsds_scores  # noqa: E402
-from diffcut_gpu.eval.runner import (  # noqa: E402
-    BackboneSpec,
-    GroundTruth,
-    Method,
-    _cut_all,
-    build_cache,
-    default_cache_dir,
-    evaluate,
-    load_cached,
-    parse_method,
-    region_scores,
-)
+from diffcut_gpu.eval.backbone_cache import BackboneSpec, build_cache, default_cache_dir, load_cached  # noqa: E402
+from diffcut_gpu.eval.methods import Method, parse_method  # noqa: E402
+from diffcut_gpu.eval.runner import _cut_all, evaluate  # noqa: E402
+from diffcut_gpu.eval.scoring import GroundTruth, region_scores  # noqa: E402
 from diffcut_gpu.spectral import recursive_ncut, reversibilize  # noqa: E402
 
 SIZES = {"a": (24, 32), "b": (32, 24), "c": (24, 32)}  # two orientations, as in BSDS500
