@@ -1,20 +1,12 @@
 """diffcut-gpu: zero-shot segmentation by batched recursive random-walk Normalized Cuts.
 
+The top level holds the solver (``spectral``), the modules (``RWNCut``, ``DiffCut``), the backbones and the
+attention capture API. Metrics, dataset readers and label tables live in ``diffcut_gpu.eval``.
 ``import diffcut_gpu`` needs only torch and numpy. Backbones (diffusers, transformers), CUDA kernels
 (CuPy) and evaluation (scipy) are imported when first used.
 """
 
 from .attention import aggregate_attention, capture_attention
-from .eval import (
-    BSDS500,
-    BSDSMetrics,
-    Cityscapes27,
-    COCOStuff27,
-    HungarianMIoU,
-    ImageFolderWithLabels,
-    bsds_scores,
-    hungarian_miou,
-)
 from .models import BackboneOutput, DiffusionBackbone, ViTBackbone
 from .modules import DiffCut, DiffCutOutput, RWNCut, RWNCutOutput
 from .spectral import (
@@ -42,18 +34,12 @@ from .upsample import upsample_labels
 __version__ = "0.1.0"
 
 __all__ = [
-    "BSDS500",
-    "BSDSMetrics",
     "BackboneOutput",
-    "COCOStuff27",
-    "Cityscapes27",
     "ConstantThreshold",
     "DiffCut",
     "DiffCutOutput",
     "DiffusionBackbone",
     "FiedlerResult",
-    "HungarianMIoU",
-    "ImageFolderWithLabels",
     "LargestGapThreshold",
     "NullModelThreshold",
     "OtsuThreshold",
@@ -64,11 +50,9 @@ __all__ = [
     "ViTBackbone",
     "aggregate_attention",
     "attention_row_affinity",
-    "bsds_scores",
     "capture_attention",
     "cosine_affinity",
     "fiedler",
-    "hungarian_miou",
     "make_policy",
     "ncut_value",
     "power_walk",

@@ -1,10 +1,15 @@
-"""``diffcut-gpu eval --dataset bsds500 --root DIR --model-path DIR --out DIR``: score methods on BSDS500.
+"""``diffcut-gpu eval --dataset NAME --root DIR --model-path DIR --out DIR``: score methods on a dataset.
 
-The backbone runs once per image and its outputs are cached (``--cache-dir``, default
-``outputs/cache/<model>-<resolution>/<split>``); every method is then scored from the cache. Writes
-``metrics.json`` (means, per-image scores, timing), ``results.md`` (the table, also printed) and
-``examples.png`` (example segmentations next to the ground truth). Exit code: 0 done, 2 usage or setup
-error (missing dataset or model, bad method).
+Datasets (``--root`` in the layout each reader documents, see docs/evaluation.md): ``bsds500``
+(covering, PRI, VI and Hungarian mIoU against every annotator), ``coco-stuff-27`` (the curated val list),
+``cityscapes`` (27 classes) and ``folder`` (``<root>/images`` and ``<root>/labels`` with class-id PNGs);
+the class datasets report the unsupervised protocol's mIoU and pixel accuracy (per-image Hungarian
+matching, counts summed over the dataset). Backbones: ``vit`` (a transformers checkpoint folder) or
+``diffusion`` (a diffusers pipeline folder). The backbone runs once per image and its outputs are cached
+(``--cache-dir``, default ``outputs/cache/<model>-<resolution>/<split>``); every method is then scored
+from the cache. Writes ``metrics.json`` (scores, per-image scores, timing), ``results.md`` (the table,
+also printed) and ``examples.png`` (example segmentations next to the ground truth). Exit code: 0 done,
+2 usage or setup error (missing dataset or model, bad method).
 
 Methods are ``kind[:key=value,...]`` with kind ``rwncut`` (our recursion on the reversible attention walk
 ``P^k``), ``features`` (our recursion on DiffCut's feature graph), ``kmeans`` (k-means on the attention
@@ -23,11 +28,15 @@ from pathlib import Path
 
 import torch
 
+from diffcut_gpu.eval.backbone_cache import BACKBONES
+
 __all__ = ["add_parser", "results_table", "run"]
 
 EXIT_OK, EXIT_USAGE = 0, 2
 COLUMNS = (("covering", "covering"), ("pri", "PRI"), ("vi", "VI"), ("miou", "mIoU"),
-           ("pixel_accuracy", "pixel acc."), ("segments", "segments"), ("tau", "tau (mean)"))
+           ("pixel_accuracy", "pixel acc."), ("miou_per_image", "mIoU (image mean)"), ("segments", "segments"),
+           ("tau", "tau (mean)"))
+DATASETS = ("bsds500", "coco-stuff-27", "cityscapes", "folder")
 
 
 def _csv(kind):
@@ -60,21 +69,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``eval`` on the ``diffcut-gpu`` sub-command parsers."""
     p = subparsers.add_parser(
         "eval",
-        help="score segmentation methods on BSDS500 (covering, PRI, VI, Hungarian mIoU)",
+        help="score segmentation methods on BSDS500, COCO-Stuff-27, Cityscapes-27 or a label folder",
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--dataset", choices=("bsds500",), default="bsds500", help="dataset (default: bsds500)")
+    p.add_argument("--dataset", choices=DATASETS, default="bsds500", help="dataset (default: bsds500)")
     p.add_argument("--root", required=True, metavar="DIR", help="dataset folder, e.g. ../shared/data/bsds500")
+    p.add_argument("--num-classes", type=_positive, metavar="C",
+                   help="folder dataset: number of classes (default: 1 + the largest label id)")
     p.add_argument("--split", choices=("train", "val", "test"), default="val", help="split (default: val)")
     p.add_argument("--limit", type=_positive, metavar="N", help="first N images only")
-    p.add_argument("--backbone", choices=("vit",), default="vit", help="attention source (default: vit)")
+    p.add_argument("--backbone", choices=BACKBONES, default="vit", help="attention source (default: vit)")
     p.add_argument("--model-path", required=True, metavar="DIR",
-                   help="local transformers ViT checkpoint, e.g. ../shared/models/dinov2-small")
+                   help="vit: a transformers checkpoint folder, e.g. ../shared/models/dinov2-small; "
+                   "diffusion: a diffusers pipeline folder (unet/, vae/, text_encoder/ ...)")
     p.add_argument("--layers", type=_csv(int), default=[-4, -3, -2, -1],
-                   help="attention layers averaged (default: -4,-3,-2,-1)")
+                   help="vit: attention layers averaged (default: -4,-3,-2,-1)")
     p.add_argument("--resolution", type=_positive, metavar="PIXELS",
-                   help="short side fed to the ViT (default: the image size, rounded to the patch)")
+                   help="short side fed to the backbone (default: the image size, rounded to the patch "
+                   "or the VAE x UNet stride)")
     p.add_argument("--methods", nargs="+", default=["rwncut", "features", "kmeans"], metavar="METHOD",
                    help="kind[:key=value,...] (default: rwncut features kmeans)")
     p.add_argument("--threshold", type=_csv(_threshold), default=["dynamic"],
@@ -96,7 +109,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _methods(args: argparse.Namespace) -> list:
-    from diffcut_gpu.eval.runner import parse_method
+    from diffcut_gpu.eval.methods import parse_method
 
     out = []
     for text in args.methods:
@@ -107,18 +120,34 @@ def _methods(args: argparse.Namespace) -> list:
 
 
 def results_table(summary: dict) -> str:
-    """Markdown table of ``EvalResult.summary``: one row per method."""
-    head = "| method | " + " | ".join(title for _, title in COLUMNS) + " |"
-    lines = [head, "|---|" + "---:|" * len(COLUMNS)]
+    """Markdown table of ``EvalResult.summary``: one row per method, the columns its dataset has."""
+    columns = [(k, title) for k, title in COLUMNS if all(k in row for row in summary.values())]
+    head = "| method | " + " | ".join(title for _, title in columns) + " |"
+    lines = [head, "|---|" + "---:|" * len(columns)]
     for name, row in summary.items():
-        lines.append(f"| `{name}` | " + " | ".join(f"{row[k]:.3f}" for k, _ in COLUMNS) + " |")
+        lines.append(f"| `{name}` | " + " | ".join(f"{row[k]:.3f}" for k, _ in columns) + " |")
     return "\n".join(lines)
+
+
+def load_dataset(name: str, root: str, split: str, limit: int | None):
+    """The reader of ``--dataset`` on ``root`` (raises ``FileNotFoundError`` / ``ValueError`` on bad input)."""
+    from diffcut_gpu.eval import BSDS500, Cityscapes27, COCOStuff27, ImageFolderWithLabels
+
+    if name == "bsds500":
+        return BSDS500(root, split, limit=limit)
+    if name == "coco-stuff-27":
+        return COCOStuff27(root, split, curated=True, limit=limit)
+    if name == "cityscapes":
+        return Cityscapes27(root, split, limit=limit)
+    if name == "folder":
+        return ImageFolderWithLabels(Path(root) / "images", Path(root) / "labels", limit=limit)
+    raise ValueError(f"--dataset: expected one of {DATASETS}, got {name!r}")
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the cache, evaluate, write metrics.json, results.md and examples.png; return the exit code."""
-    from diffcut_gpu.eval import BSDS500
-    from diffcut_gpu.eval.runner import BackboneSpec, build_cache, default_cache_dir, evaluate
+    from diffcut_gpu.eval.backbone_cache import BackboneSpec, build_cache, default_cache_dir
+    from diffcut_gpu.eval.runner import evaluate
 
     def fail(message: str) -> int:
         print(f"diffcut-gpu eval: error: {message}", file=sys.stderr)
@@ -126,12 +155,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         methods = _methods(args)
-        dataset = BSDS500(args.root, args.split, limit=args.limit)
-        model = Path(args.model_path).expanduser()
-        if not (model / "config.json").is_file():
-            return fail(f"--model-path: expected a transformers checkpoint folder (config.json + weights), "
-                        f"got '{args.model_path}'; e.g. --model-path ../shared/models/dinov2-small")
-        spec = BackboneSpec(str(model), tuple(args.layers), args.resolution)
+        dataset = load_dataset(args.dataset, args.root, args.split, args.limit)
+        spec = BackboneSpec(str(Path(args.model_path).expanduser()), tuple(args.layers), args.resolution,
+                            args.backbone)
+        spec.check(arg="--model-path")
     except (ValueError, FileNotFoundError) as err:
         return fail(str(err))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -143,12 +170,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         cache = build_cache(dataset, spec, cache_dir, device=device, batch_size=args.batch_size,
                             progress=not args.quiet)
-    except (ValueError, FileNotFoundError, OSError) as err:
+    except (ValueError, FileNotFoundError, OSError, ImportError) as err:
         return fail(str(err))
     names = [dataset[i]["name"] for i in range(min(args.examples, len(dataset)))] if args.examples > 0 else []
     result = evaluate(dataset, cache_dir, methods, device=device, upsample=args.upsample,
                       min_size=args.min_size, max_depth=args.max_depth, chunk_size=args.chunk_size,
-                      examples=names, spec=spec, progress=not args.quiet)
+                      examples=names, spec=spec, num_classes=args.num_classes, progress=not args.quiet)
     result.timing["backbone"] = cache["backbone_s"]
     result.timing["total"] = time.perf_counter() - start
 

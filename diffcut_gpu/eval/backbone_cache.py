@@ -61,17 +61,17 @@ class BackboneSpec:
             name += "-L" + "_".join(str(i) for i in self.layers)
         return name
 
-    def check(self) -> None:
-        """Raise ``FileNotFoundError`` saying what to pass when the model folder is not a checkpoint."""
+    def check(self, arg: str = "model_path") -> None:
+        """Raise ``FileNotFoundError`` naming ``arg`` when the model folder is not a checkpoint of its kind."""
         path = Path(os.path.expanduser(self.model_path))
         if self.backbone == "vit" and not (path / "config.json").is_file():
             raise FileNotFoundError(
-                f"model_path: expected a transformers checkpoint folder (config.json + weights), got "
+                f"{arg}: expected a transformers checkpoint folder (config.json + weights), got "
                 f"'{self.model_path}'; pass --model-path ../shared/models/dinov2-small"
             )
         if self.backbone == "diffusion" and not (path / "unet").is_dir():
             raise FileNotFoundError(
-                f"model_path: expected a diffusers pipeline folder (unet/, vae/, scheduler/, text_encoder/, "
+                f"{arg}: expected a diffusers pipeline folder (unet/, vae/, scheduler/, text_encoder/, "
                 f"tokenizer/), got '{self.model_path}'; pass --model-path ../shared/models/<snapshot>"
             )
 
