@@ -10,7 +10,6 @@ Every outcome (done or failed) gets a manifest line after the outputs are in pla
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -24,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..eval.labels import resize_labels
 from ..io import ImageReadError, InputItem, Manifest, output_paths, read_image, write_outputs
+from ..models.vit import target_size
 
 __all__ = [
     "FAIL_AFTER_ENV",
@@ -32,7 +33,6 @@ __all__ = [
     "PipelineConfig",
     "RankStats",
     "processing_size",
-    "resize_nearest",
     "run_pipeline",
 ]
 
@@ -71,16 +71,14 @@ class RankStats:
 
 
 def processing_size(height: int, width: int, resolution: int, resize: str, multiple: int) -> tuple[int, int]:
-    """``(h, w)`` to segment at: ``(R, R)`` or short side ``R``; sides are multiples of ``multiple``."""
+    """``(h, w)`` to segment at: ``(R, R)`` or short side ``R``; sides are multiples of ``multiple``.
 
-    def snap(x: float) -> int:
-        return max(multiple, math.floor(x / multiple + 0.5) * multiple)
-
+    The rounding is ``models.vit.target_size``'s (nearest multiple, halves up, at least one multiple).
+    """
     if resize == "square":
-        return snap(resolution), snap(resolution)
+        return target_size(height, width, multiple, (resolution, resolution))
     if resize == "short":
-        scale = resolution / min(height, width)
-        return snap(height * scale), snap(width * scale)
+        return target_size(height, width, multiple, resolution)
     raise ValueError(f"resize: expected 'square' or 'short', got {resize!r}")
 
 
@@ -160,7 +158,7 @@ def _segment(
     results = []
     for b, rgb in enumerate(rgbs):
         results.append({
-            "labels": resize_nearest(labels[b].astype(np.uint16), rgb.shape[:2]),
+            "labels": resize_labels(labels[b].astype(np.uint16), rgb.shape[:2]),  # host: no device memory
             "threshold": float(seg.thresholds[b]),
             "num_segments": int(seg.num_segments[b]),
             "processing_size": list(size),
@@ -168,19 +166,6 @@ def _segment(
             "tree": seg.image_tree(b),
         })
     return results
-
-
-def resize_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``(h, w)`` -> ``(H, W)`` by nearest neighbour on pixel centres: ``src = floor((dst + 0.5) * h / H)``.
-
-    ``F.interpolate(mode="nearest-exact")``'s map, computed in exact integer arithmetic (torch rounds
-    the scale to float32, which can flip a pixel that lies exactly on a tie), by indexing on the host so
-    a huge image costs one ``uint16`` array and no device memory.
-    """
-    h, w = labels.shape
-    rows = (2 * np.arange(size[0], dtype=np.int64) + 1) * h // (2 * size[0])
-    cols = (2 * np.arange(size[1], dtype=np.int64) + 1) * w // (2 * size[1])
-    return labels[rows[:, None], cols[None, :]]
 
 
 def _reason(err: BaseException) -> str:

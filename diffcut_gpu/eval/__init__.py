@@ -6,8 +6,8 @@ from diffcut_gpu.eval.datasets import (
     Cityscapes27,
     COCOStuff27,
     ImageFolderWithLabels,
-    read_image,
     read_label_png,
+    read_rgb,
 )
 from diffcut_gpu.eval.label_tables import (
     CITYSCAPES27_CLASSES,
@@ -34,8 +34,8 @@ __all__ = [
     "contingency_table",
     "hungarian_miou",
     "match_segments",
-    "read_image",
     "read_label_png",
+    "read_rgb",
     "resize_labels",
     "scores_from_contingency",
 ]

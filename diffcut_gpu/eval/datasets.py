@@ -24,19 +24,24 @@ from diffcut_gpu.eval.label_tables import (
     cityscapes27_lut,
     coco_stuff27_lut,
 )
+from diffcut_gpu.io.images import ImageReadError, read_image
 
-__all__ = ["BSDS500", "COCOStuff27", "Cityscapes27", "ImageFolderWithLabels", "read_image", "read_label_png"]
+__all__ = ["BSDS500", "COCOStuff27", "Cityscapes27", "ImageFolderWithLabels", "read_label_png", "read_rgb"]
 
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def read_image(path: str | Path) -> Tensor:
-    """Read an image file as an RGB uint8 tensor ``(3, H, W)``."""
-    from PIL import Image
+def read_rgb(path: str | Path) -> Tensor:
+    """An image file as an RGB uint8 tensor ``(3, H, W)``, read by the package's reader ``io.read_image``.
 
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"))
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    Pixels as stored (no EXIF rotation: the label maps are aligned with them), any size. A file that
+    cannot be read raises ``OSError`` naming it and the reason.
+    """
+    try:
+        rgb = read_image(path, max_pixels=None, min_side=1, exif_orientation=False)
+    except ImageReadError as err:
+        raise OSError(f"{path}: {err}") from None
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
 def read_label_png(path: str | Path) -> np.ndarray:
@@ -122,7 +127,7 @@ class BSDS500(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         img, mat = self.items[index]
-        return {"image": read_image(img), "gt": self.read_annotations(mat), "name": img.stem}
+        return {"image": read_rgb(img), "gt": self.read_annotations(mat), "name": img.stem}
 
 
 class ImageFolderWithLabels(Dataset):
@@ -170,7 +175,7 @@ class ImageFolderWithLabels(Dataset):
     def __getitem__(self, index: int) -> dict:
         img, lbl = self.items[index]
         gt = _remap(read_label_png(lbl), self.lut, self.ignore_index)
-        return {"image": read_image(img), "gt": gt, "name": img.stem}
+        return {"image": read_rgb(img), "gt": gt, "name": img.stem}
 
 
 class COCOStuff27(Dataset):
@@ -227,7 +232,7 @@ class COCOStuff27(Dataset):
     def __getitem__(self, index: int) -> dict:
         i = self.ids[index]
         gt = _remap(read_label_png(self.label_dir / f"{i}.png"), self.lut, 255)
-        return {"image": read_image(self.image_dir / f"{i}.jpg"), "gt": gt, "name": i}
+        return {"image": read_rgb(self.image_dir / f"{i}.jpg"), "gt": gt, "name": i}
 
 
 class Cityscapes27(Dataset):
@@ -272,4 +277,4 @@ class Cityscapes27(Dataset):
     def __getitem__(self, index: int) -> dict:
         name, img, lbl = self.items[index]
         gt = _remap(read_label_png(lbl), self.lut, 255)
-        return {"image": read_image(img), "gt": gt, "name": name}
+        return {"image": read_rgb(img), "gt": gt, "name": name}

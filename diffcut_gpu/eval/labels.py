@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffcut_gpu.upsample.nearest import nearest_index
+
 LabelArray = Tensor | np.ndarray
 
 __all__ = ["LabelArray", "as_label_tensor", "compact_ids", "contingency_blocks", "resize_labels"]
@@ -46,9 +48,10 @@ def resize_labels(labels: LabelArray, size: tuple[int, int]) -> LabelArray:
     """Nearest-neighbour resize of label maps ``(H, W)`` or ``(B, H, W)`` to ``size = (H', W')``.
 
     Output pixel ``i`` takes input pixel ``floor((i + 0.5) * H / H')`` (pixel centres aligned, the rule of
-    PIL's ``NEAREST`` and torch's ``nearest-exact``), computed in integers so ids are copied exactly,
-    whatever their magnitude. Returns the same kind of array (tensor or ndarray) and dtype as the input.
-    Use it to bring predictions to the ground-truth resolution before scoring.
+    PIL's ``NEAREST`` and torch's ``nearest-exact``; ``upsample.nearest.nearest_index``), computed in
+    integers so ids are copied exactly, whatever their magnitude. Returns the same kind of array (tensor or
+    ndarray) and dtype as the input. Use it to bring predictions to the ground-truth resolution before
+    scoring, or token-size labels to the image size (the CLI's label files).
     """
     if not isinstance(labels, (Tensor, np.ndarray)):
         raise TypeError(f"labels: expected a torch.Tensor or numpy.ndarray, got {type(labels).__name__}")
@@ -60,8 +63,7 @@ def resize_labels(labels: LabelArray, size: tuple[int, int]) -> LabelArray:
     h_out, w_out = int(size[0]), int(size[1])
     if h_in == 0 or w_in == 0:
         raise ValueError(f"labels: expected a non-empty label map, got shape {tuple(labels.shape)}")
-    rows = ((2 * np.arange(h_out) + 1) * h_in) // (2 * h_out)
-    cols = ((2 * np.arange(w_out) + 1) * w_in) // (2 * w_out)
+    rows, cols = nearest_index(h_in, h_out), nearest_index(w_in, w_out)
     if isinstance(labels, np.ndarray):
         return labels[..., rows[:, None], cols[None, :]]
     r = torch.from_numpy(rows).to(labels.device)

@@ -91,6 +91,7 @@ def read_image(
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     min_side: int = DEFAULT_MIN_SIDE,
+    exif_orientation: bool = True,
 ) -> np.ndarray:
     """Decode ``path`` into an ``(H, W, 3)`` ``uint8`` RGB array, upright (EXIF orientation applied).
 
@@ -99,6 +100,8 @@ def read_image(
         max_pixels: refuse images with more than this many pixels before decoding them (``None``: no cap;
             Pillow's own decompression-bomb limit is replaced by this one).
         min_side: refuse images whose shorter side is below this many pixels.
+        exif_orientation: turn the image upright by its EXIF orientation tag; dataset readers pass False,
+            because their label maps are aligned with the pixels as stored.
 
     Raises:
         ImageReadError: with a one-line reason, for every kind of bad file.
@@ -121,7 +124,8 @@ def read_image(
                         f"{max_pixels / 1e6:.1f} MP; raise it with --max-pixels or downscale the file"
                     )
                 im.load()
-                im = ImageOps.exif_transpose(im)
+                if exif_orientation:
+                    im = ImageOps.exif_transpose(im)
                 rgb = np.array(_to_rgb(im), dtype=np.uint8)  # a writable copy
     except ImageReadError:
         raise

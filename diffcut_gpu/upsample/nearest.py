@@ -2,7 +2,8 @@
 
 ``nearest_upsample``: pixel ``(y, x)`` takes the token whose cell contains the pixel centre,
 ``i = floor((y + 0.5) * h / H)`` (the ``nearest-exact`` rule); for integer scale factors this is exact
-block replication.
+block replication. ``nearest_index`` computes that map in integers; it is the one implementation of the
+rule in the package (``eval.labels.resize_labels`` and the CLI's label resize use it too).
 
 ``majority_upsample``: each label votes with its one-hot map, the votes are upsampled bilinearly and the
 pixel takes the label with the largest vote among its four nearest tokens; boundaries come out as
@@ -11,6 +12,7 @@ smooth contours instead of token-sized staircases.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -24,12 +26,16 @@ from diffcut_gpu.upsample._common import (
     upsample_argmax,
 )
 
-__all__ = ["majority_upsample", "nearest_upsample"]
+__all__ = ["majority_upsample", "nearest_index", "nearest_upsample"]
 
 
-def _nearest_index(n_in: int, n_out: int, device: torch.device) -> Tensor:
-    src = (torch.arange(n_out, device=device, dtype=torch.float64) + 0.5) * (n_in / n_out)
-    return src.floor().long().clamp(max=n_in - 1)
+def nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out,)`` int64 source index of each output pixel: ``floor((i + 0.5) * n_in / n_out)``.
+
+    Computed as ``(2 i + 1) n_in // (2 n_out)`` in integers: a float scale (torch's ``nearest-exact``
+    rounds it to float32) can flip a pixel that lies exactly on a tie between two sources.
+    """
+    return (2 * np.arange(n_out, dtype=np.int64) + 1) * int(n_in) // (2 * int(n_out))
 
 
 def nearest_upsample(labels: Tensor, output_size: tuple[int, int] | int) -> Tensor:
@@ -43,8 +49,8 @@ def nearest_upsample(labels: Tensor, output_size: tuple[int, int] | int) -> Tens
     labels = check_labels(labels)
     height, width = check_size(output_size)
     _, h, w = labels.shape
-    rows = _nearest_index(h, height, labels.device)
-    cols = _nearest_index(w, width, labels.device)
+    rows = torch.from_numpy(nearest_index(h, height)).to(labels.device)
+    cols = torch.from_numpy(nearest_index(w, width)).to(labels.device)
     return labels[:, rows[:, None], cols[None, :]]
 
 

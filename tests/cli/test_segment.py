@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ from PIL import Image
 from diffcut_gpu.cli import main
 from diffcut_gpu.io import MANIFEST_DIR, read_manifest
 from tests.cli.helpers import TINY_RES, photo, tiny_args, write_photos
+from tests.upsample.test_nearest import nearest_ref
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 DINOV2 = SHARED / "models" / "dinov2-small"
@@ -77,27 +76,6 @@ def test_matches_ref(tmp_path, tiny_vit):
         got = np.load(out / f"{path.stem}.labels.npy")
         np.testing.assert_array_equal(got, nearest_ref(ref, rgb.shape[:2]))
         assert not (out / f"{path.stem}.overlay.png").exists()
-
-
-def nearest_ref(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Loop reference in exact rational arithmetic: output pixel i reads input floor((i + 1/2) * h / H)."""
-    h, w = labels.shape
-    rows = [math.floor((Fraction(i) + Fraction(1, 2)) * Fraction(h, size[0])) for i in range(size[0])]
-    cols = [math.floor((Fraction(j) + Fraction(1, 2)) * Fraction(w, size[1])) for j in range(size[1])]
-    return np.array([[labels[r, c] for c in cols] for r in rows])
-
-
-@pytest.mark.parametrize(("src", "dst"), [((6, 6), (50, 70)), ((84, 84), (481, 321)), ((37, 23), (5, 300))])
-def test_matches_ref_resize_nearest(src, dst):
-    from diffcut_gpu.cli.pipeline import resize_nearest
-
-    labels = np.random.default_rng(0).integers(0, 1000, src).astype(np.uint16)
-    got = resize_nearest(labels, dst)
-    assert got.dtype == np.uint16 and got.shape == dst
-    np.testing.assert_array_equal(got, nearest_ref(labels, dst))
-    torch_map = F.interpolate(torch.from_numpy(labels.astype(np.float64))[None, None], size=dst,
-                              mode="nearest-exact")[0, 0].numpy()
-    assert (got != torch_map).mean() < 0.01  # torch's float32 scale differs only on exact ties
 
 
 def make_bad_folder(root: Path) -> dict[str, str]:

@@ -83,6 +83,9 @@ def test_exif_orientation(tmp_path):
     Image.fromarray(arr).save(tmp_path / "r.jpg", exif=exif.tobytes(), quality=95)
     out = read_image(tmp_path / "r.jpg")
     assert out.shape == (60, 40, 3)
+    stored = read_image(tmp_path / "r.jpg", exif_orientation=False)  # dataset readers: labels match storage
+    assert stored.shape == (40, 60, 3)
+    np.testing.assert_array_equal(np.rot90(stored, -1), out)
 
 
 @pytest.mark.parametrize(

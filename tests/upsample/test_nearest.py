@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from diffcut_gpu.eval.labels import resize_labels
 from diffcut_gpu.upsample import majority_upsample, nearest_upsample
+from diffcut_gpu.upsample.nearest import nearest_index
 
 
 def random_labels(shape, values, seed):
@@ -66,3 +72,27 @@ def test_exception():
         nearest_upsample(torch.zeros(1, 3, 3, dtype=torch.long), (6,))
     with pytest.raises(ValueError, match="max_elements: expected"):
         majority_upsample(torch.zeros(1, 3, 3, dtype=torch.long), (6, 6), max_elements=-1)
+
+
+def nearest_ref(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Loop reference in exact rational arithmetic: output pixel i reads input floor((i + 1/2) * h / H)."""
+    h, w = labels.shape
+    rows = [math.floor((Fraction(i) + Fraction(1, 2)) * Fraction(h, size[0])) for i in range(size[0])]
+    cols = [math.floor((Fraction(j) + Fraction(1, 2)) * Fraction(w, size[1])) for j in range(size[1])]
+    return np.array([[labels[r, c] for c in cols] for r in rows])
+
+
+@pytest.mark.parametrize(("src", "dst"), [((6, 6), (50, 70)), ((84, 84), (481, 321)), ((37, 23), (5, 300))])
+def test_nearest_index_matches_exact_ref(src, dst):
+    """The one nearest-exact map serves the token upsampling, ``resize_labels`` and the CLI label files."""
+    labels = np.random.default_rng(0).integers(0, 1000, src).astype(np.uint16)
+    ref = nearest_ref(labels, dst)
+    got = resize_labels(labels, dst)  # what the CLI writes (uint16 on the host)
+    assert got.dtype == np.uint16 and got.shape == dst
+    np.testing.assert_array_equal(got, ref)
+    up = nearest_upsample(torch.from_numpy(labels.astype(np.int64))[None], dst)[0].numpy()
+    np.testing.assert_array_equal(up, ref)
+    assert nearest_index(src[0], dst[0]).max() < src[0]
+    torch_map = F.interpolate(torch.from_numpy(labels.astype(np.float64))[None, None], size=dst,
+                              mode="nearest-exact")[0, 0].numpy()
+    assert (got != torch_map).mean() < 0.01  # torch's float32 scale differs only on exact ties
