@@ -34,9 +34,15 @@ def test_labels_at_input_size(source, upsample):
         assert left.unique().numel() == 1 and right.unique().numel() == 1 and left[0, 0] != right[0, 0]
 
 
-def test_refine_runs():
-    model = DiffCut(TwoRegionBackbone(), threshold=0.5, min_size=2, refine=True)
-    assert model(torch.rand(1, 3, 16, 16)).labels.shape == (1, 16, 16)
+def test_refine_moves_boundary_to_image_edge():
+    """Tokens split at column 8; the image edge is at column 6: PAMR moves the boundary onto the edge."""
+    image = torch.full((1, 3, 16, 16), 0.1)
+    image[..., 6:] = 0.9
+    plain = DiffCut(TwoRegionBackbone(), threshold=0.5, min_size=2)(image).labels[0]
+    refined = DiffCut(TwoRegionBackbone(), threshold=0.5, min_size=2, refine=True)(image).labels[0]
+    assert refined.shape == (16, 16)
+    assert (plain[:, :8] == plain[0, 0]).all() and (plain[:, 8:] != plain[0, 0]).all()
+    assert (refined[:, :6] == refined[0, 0]).all() and (refined[:, 6:] != refined[0, 0]).all()
 
 
 def test_exception():
