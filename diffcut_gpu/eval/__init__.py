@@ -1,4 +1,9 @@
-"""Evaluation: unsupervised mIoU / pixel accuracy, BSDS covering / PRI / VI, and dataset readers."""
+"""Evaluation: unsupervised mIoU / pixel accuracy, BSDS covering / PRI / VI, and dataset readers.
+
+The evaluation loop behind ``diffcut-gpu eval`` is in ``eval.runner`` (``evaluate``), with the backbone
+cache in ``eval.backbone_cache``, the method names in ``eval.methods`` and one image's scores in
+``eval.scoring`` (docs/evaluation.md).
+"""
 
 from diffcut_gpu.eval.bsds_metrics import BSDSMetrics, bsds_scores, contingency_table, scores_from_contingency
 from diffcut_gpu.eval.datasets import (
