@@ -108,6 +108,7 @@ def test_exception(monkeypatch):
             resolve_device("cuda")
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path, tiny_vit):
     src = tmp_path / "in"
     write_photos(src, NAMES)
@@ -126,6 +127,7 @@ def test_two_processes_match_one(tmp_path, tiny_vit):
     assert [by_rank[k] for k in KEYS] == [0, 1, 0, 1, 0, 1]  # round-robin over the sorted keys
 
 
+@pytest.mark.slow
 def test_killed_rank_then_resume_with_other_world_size(tmp_path, tiny_vit):
     src = tmp_path / "in"
     write_photos(src, NAMES)

@@ -40,6 +40,7 @@ def bsds(tmp_path) -> Path:
     return write_fake_bsds(tmp_path / "bsds")
 
 
+@pytest.mark.slow
 def test_smoke(bsds, tiny_vit, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["eval", "--root", str(bsds), "--model-path", str(tiny_vit), "--resolution", "84",

@@ -285,6 +285,7 @@ def test_exception_diffusion_model_missing(tmp_path, capsys):
     assert not (tmp_path / "out" / "a.labels.png").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (DINOV2 / "config.json").is_file(), reason=f"no weights at {DINOV2}")
 def test_real_dinov2(tmp_path):
     skimage_data = pytest.importorskip("skimage.data")

@@ -283,6 +283,7 @@ REAL = (SHARED / "data" / "bsds500" / "images" / "val").is_dir() and (
     SHARED / "models" / "dinov2-small" / "config.json").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not REAL, reason=f"BSDS500 or dinov2-small not found under {SHARED}")
 def test_real_image(tmp_path):
     """One real val image through DINOv2-S: RW-NCut segments it and covers its annotators far above chance."""

@@ -115,6 +115,7 @@ def test_nvrtc_compiles(filename):
     assert _expected_entries(filename) <= _ptx_entries(ptx)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
 @pytest.mark.parametrize("filename", SOURCES)
 def test_nvcc_compiles(filename, tmp_path: Path):

@@ -196,6 +196,7 @@ class TestDinov2Small:
         torch.testing.assert_close(out.attention.sum(-1), torch.ones(1, n), atol=1e-5, rtol=0)
         assert torch.isfinite(out.features).all()
 
+    @pytest.mark.slow
     def test_batch_matches_single(self, backbone):
         images = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(6))
         batched = backbone(images)

@@ -36,6 +36,7 @@ def test_block_sizes(block):
     _check_pair(small[0], info.lam[0], info.x[0], 1e-9)
 
 
+@pytest.mark.slow
 def test_batched_equals_one_at_a_time():
     """Easy and hard graphs in one Lanczos batch: early finishers are frozen, the rest unaffected (same
     answer up to tol; checkpoint spacing, and so the step count, may depend on the batch)."""

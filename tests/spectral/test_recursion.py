@@ -197,6 +197,7 @@ def test_empty_batch():
     assert seg.labels.shape == (0, 8)
 
 
+@pytest.mark.slow
 def test_batched_equals_one_at_a_time_on_the_lanczos_path():
     """Sub-graphs above EIGH_MAX_N go through batched Lanczos (with per-graph stopping): a batch still gives
     every image exactly its one-at-a-time labels and NCut values."""
