@@ -291,6 +291,12 @@ class DiffusionBackbone(nn.Module):
         )
         return backbone.to(device)
 
+    @property
+    def size_multiple(self) -> int:
+        """Image sides should be multiples of this: the VAE downsampling times the UNet's total stride
+        (the VAE factor alone is required; the stride keeps every UNet level's grid exact)."""
+        return _vae_factor(self.vae) * 2 ** (len(self.unet.config.down_block_types) - 1)
+
     # -- forward ----------------------------------------------------------------------------------
     def _check_images(self, images: Tensor) -> None:
         f = _vae_factor(self.vae)

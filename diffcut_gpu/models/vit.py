@@ -233,6 +233,11 @@ class ViTBackbone(nn.Module):
         return backbone.to(device) if device is not None else backbone
 
     @property
+    def size_multiple(self) -> int:
+        """Image sides that map onto whole patches are multiples of this (the patch size)."""
+        return self.patch_size
+
+    @property
     def device(self) -> torch.device:
         return self.mean.device
 
