@@ -4,7 +4,7 @@
 (CuPy) and evaluation (scipy) are imported when first used.
 """
 
-from .attention import aggregate_attention, capture_attention
+from .attention import aggregate_attention, capture_attention, hf_attention_to_transition
 from .eval import (
     BSDS500,
     BSDSMetrics,
@@ -16,7 +16,7 @@ from .eval import (
     hungarian_miou,
 )
 from .models import BackboneOutput, DiffusionBackbone, ViTBackbone
-from .modules import DiffCut, DiffCutOutput, RWNCut, RWNCutOutput
+from .modules import CutConfig, DiffCut, DiffCutOutput, RWNCut, RWNCutOutput
 from .spectral import (
     ConstantThreshold,
     FiedlerResult,
@@ -48,6 +48,7 @@ __all__ = [
     "COCOStuff27",
     "Cityscapes27",
     "ConstantThreshold",
+    "CutConfig",
     "DiffCut",
     "DiffCutOutput",
     "DiffusionBackbone",
@@ -68,6 +69,7 @@ __all__ = [
     "capture_attention",
     "cosine_affinity",
     "fiedler",
+    "hf_attention_to_transition",
     "hungarian_miou",
     "make_policy",
     "ncut_value",

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffcut_gpu.attention.hf import hf_attention_to_transition, special_tokens
 from diffcut_gpu.models.output import BackboneOutput
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ViTBackbone"]
@@ -164,7 +165,7 @@ class ViTBackbone(nn.Module):
         )
         self.resolution = _check_resolution(resolution)
         self.patch_size = _patch_size(config)
-        self.num_special_tokens = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
+        self.num_special_tokens = special_tokens(config)
         self.num_channels = channels
         mean_t = torch.tensor(_check_stats(mean, "mean", channels, positive=False)).view(1, -1, 1, 1)
         std_t = torch.tensor(_check_stats(std, "std", channels, positive=True)).view(1, -1, 1, 1)
@@ -294,14 +295,9 @@ class ViTBackbone(nn.Module):
                 f"model returned {attentions[0].shape[-1]} tokens, expected {s} special + {h}x{w} patch "
                 f"tokens; is config.num_register_tokens right?"
             )
-        dtype = torch.promote_types(attentions[0].dtype, torch.float32)
-        acc = None
-        for i in self.layers:  # running sum: never holds more than one extra (B, N, N) layer
-            layer = attentions[i].to(dtype).mean(dim=1)
-            acc = layer if acc is None else acc + layer
-        patch = acc[:, s:, s:] / len(self.layers)
-        # Rows of the full attention sum to 1; removing the special columns leaves a mass in (0, 1].
-        attention = patch / patch.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+        # Heads, then layers averaged; special tokens dropped; rows renormalised (one helper for everyone).
+        attention = hf_attention_to_transition(attentions, num_special_tokens=s, layers=self.layers)
+        dtype = attention.dtype
 
         hidden = (
             out.last_hidden_state
