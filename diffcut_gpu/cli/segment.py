@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..io import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, Manifest, discover_inputs
+from ..models._loading import first_line
 from .distributed import DistContext, init_distributed
 from .options import (
     DEFAULT_MODEL,
@@ -171,11 +172,11 @@ def load_model(args: argparse.Namespace, device: torch.device) -> nn.Module:
     except ImportError as err:
         raise SetupError(str(err)) from None
     except (OSError, ValueError, RuntimeError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        first = first.removeprefix("name_or_path: ")
+        first = first_line(err).removeprefix("name_or_path: ")
         if "could not load" not in first:
-            first = f"could not load the {args.backbone} model '{name}' ({first})"
-        if "local" not in first and "HF_HUB_OFFLINE" not in first:
+            first = f"could not load the {args.backbone} model '{name}': {first}"
+        if not os.path.exists(os.path.expanduser(name)) and "HF_HUB_OFFLINE" not in first:
+            # a hub name: the one case where fetching elsewhere is the answer (never for a local path)
             first += ("; without network access pass a local snapshot folder with --model-path "
                       "and set HF_HUB_OFFLINE=1")
         raise SetupError(f"--model-path: {first}") from None

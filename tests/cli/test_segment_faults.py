@@ -119,3 +119,13 @@ def test_resolution_below_two_patches_is_a_usage_error(tmp_path, tiny_vit, capsy
     err = capsys.readouterr().err
     assert "--resolution" in err and "at least 28" in err and "nodes" not in err
     assert not (tmp_path / "out" / "a.labels.png").exists()
+
+
+def test_vit_folder_as_diffusion_model_suggests_backbone_vit(tmp_path, tiny_vit, capsys):
+    pytest.importorskip("diffusers")
+    write_photos(tmp_path / "in", ["a.png"])
+    args = ["segment", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--device", "cpu", "--quiet",
+            "--model-path", str(tiny_vit)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--backbone vit" in err and "download" not in err and "Traceback" not in err
