@@ -6,9 +6,9 @@ attention capture API. Metrics, dataset readers and label tables live in ``diffc
 (CuPy) and evaluation (scipy) are imported when first used.
 """
 
-from .attention import aggregate_attention, capture_attention
+from .attention import aggregate_attention, capture_attention, hf_attention_to_transition
 from .models import BackboneOutput, DiffusionBackbone, ViTBackbone
-from .modules import DiffCut, DiffCutOutput, RWNCut, RWNCutOutput
+from .modules import CutConfig, DiffCut, DiffCutOutput, RWNCut, RWNCutOutput
 from .spectral import (
     ConstantThreshold,
     FiedlerResult,
@@ -36,6 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackboneOutput",
     "ConstantThreshold",
+    "CutConfig",
     "DiffCut",
     "DiffCutOutput",
     "DiffusionBackbone",
@@ -53,6 +54,7 @@ __all__ = [
     "capture_attention",
     "cosine_affinity",
     "fiedler",
+    "hf_attention_to_transition",
     "make_policy",
     "ncut_value",
     "power_walk",

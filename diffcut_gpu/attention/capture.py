@@ -9,6 +9,18 @@ A layer's token grid follows from its place in a ``UNet2DConditionModel`` and th
 ``down_blocks.i`` runs at level ``i``, ``mid_block`` at the deepest level, ``up_blocks.j`` at level
 ``n_down - 1 - j``; level ``l`` has ``ceil(H / 2**l) x ceil(W / 2**l)`` tokens (stride-2 convs with
 padding 1). Only the chosen layers' processors are replaced; all are restored on exit, also on error.
+
+A layer whose processor is diffusers' default (``AttnProcessor2_0`` / ``AttnProcessor``) gets a recording
+processor that computes the same output. Any other processor (yours, IP-Adapter, LoRA ...) is wrapped:
+the map is recorded from the layer's projections, then your processor computes the output, unchanged
+(``custom_processors="wrap"``, the default); ``custom_processors="error"`` refuses such a layer instead,
+naming it. Never is a custom processor silently bypassed.
+
+What is recorded, in a sampling loop: every forward of ``model`` inside the ``with`` block starts a new
+pass, so the maps are those of the **last** UNet call (the last denoising step run inside the block);
+enter the block around the one step you want, or use ``stop_early`` / ``run_until_captured``. With
+classifier-free guidance the pipeline runs the UNet on ``2B`` latents (unconditional half first), so
+the maps come back with batch ``2B``: take ``maps[B:]`` for the text-conditioned half.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ import fnmatch
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Literal
 
 from torch import nn
 
@@ -24,6 +37,7 @@ from .processor import RecordingAttnProcessor
 from .recorder import AttentionRecorder, StopForward
 
 __all__ = [
+    "STANDARD_PROCESSORS",
     "capture_attention",
     "default_feature_module",
     "layer_grid",
@@ -32,6 +46,8 @@ __all__ = [
 ]
 
 Grid = tuple[int, int]
+#: diffusers processors whose output the recording processor reproduces (replaced, not wrapped).
+STANDARD_PROCESSORS = ("AttnProcessor2_0", "AttnProcessor")
 _LEVEL = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.|^mid_block\.")
 
 
@@ -166,6 +182,7 @@ def capture_attention(
     chunk_size: int | None = 1024,
     stop_early: bool = False,
     recorder: AttentionRecorder | None = None,
+    custom_processors: Literal["wrap", "error"] = "wrap",
 ) -> Iterator[AttentionRecorder]:
     """Record head-averaged self-attention maps (and optionally one block's output) during forwards.
 
@@ -184,10 +201,16 @@ def capture_attention(
             :func:`run_until_captured`) once every chosen layer and the feature module have run.
             The model call must then be the last statement of the ``with`` body.
         recorder: reuse this recorder's buffers (its layer choice is replaced).
+        custom_processors: for a recorded layer whose processor is not a diffusers default: ``"wrap"``
+            (record, then call that processor for the output) or ``"error"`` (raise ``ValueError``
+            naming the layer and the processor).
 
     Yields:
-        The :class:`AttentionRecorder` being filled. Each ``model`` forward starts a new pass.
+        The :class:`AttentionRecorder` being filled. Each ``model`` forward starts a new pass (so after a
+        sampling loop it holds the last step; with classifier-free guidance its maps have batch 2B).
     """
+    if custom_processors not in ("wrap", "error"):
+        raise ValueError(f"custom_processors: expected 'wrap' or 'error', got {custom_processors!r}")
     hw = _sample_hw(model, sample_size)
     grids = _select(model, layers, resolutions, hw)
     modules = dict(model.named_modules())
@@ -200,13 +223,21 @@ def capture_attention(
     )
 
     originals = {name: modules[name].processor for name in grids}
+    custom = {name: proc for name, proc in originals.items() if not _is_standard(proc)}
+    if custom and custom_processors == "error":
+        name, proc = next(iter(custom.items()))
+        raise ValueError(
+            f"model: layer {name!r} has a custom attention processor {type(proc).__name__}, which recording "
+            f"would replace ({len(custom)} such layer(s)); pass custom_processors='wrap' to record and keep it"
+        )
     handles = [model.register_forward_pre_hook(lambda *_: recorder.begin_pass())]
     if features is not None:
         hook = modules[features].register_forward_hook(lambda _m, _i, out: recorder.store_features(out))
         handles.append(hook)
     try:
         for name in grids:
-            modules[name].set_processor(RecordingAttnProcessor(recorder, name))
+            inner = custom.get(name)
+            modules[name].set_processor(RecordingAttnProcessor(recorder, name, inner=inner))
         yield recorder
     except StopForward:
         pass
@@ -215,6 +246,11 @@ def capture_attention(
             h.remove()
         for name, proc in originals.items():
             modules[name].set_processor(proc)
+
+
+def _is_standard(processor: object) -> bool:
+    cls = type(processor)
+    return cls.__name__ in STANDARD_PROCESSORS and cls.__module__.startswith("diffusers.")
 
 
 def run_until_captured(recorder: AttentionRecorder, model: nn.Module, *args, **kwargs):

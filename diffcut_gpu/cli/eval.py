@@ -30,9 +30,11 @@ import torch
 
 from diffcut_gpu.eval.backbone_cache import BACKBONES
 
+from .options import positive_int as _positive
+from .summary import EXIT_OK, EXIT_USAGE
+
 __all__ = ["add_parser", "results_table", "run"]
 
-EXIT_OK, EXIT_USAGE = 0, 2
 COLUMNS = (("covering", "covering"), ("pri", "PRI"), ("vi", "VI"), ("miou", "mIoU"),
            ("pixel_accuracy", "pixel acc."), ("miou_per_image", "mIoU (image mean)"), ("segments", "segments"),
            ("tau", "tau (mean)"))
@@ -53,16 +55,6 @@ def _threshold(text: str) -> float | str:
         return float(text)
     except ValueError:
         return text
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -1,8 +1,8 @@
 """``diffcut-gpu``: the command line. Each sub-command lives in its own module of this package.
 
 A sub-command module provides ``add_parser(subparsers)`` (register its parser) and ``run(args) -> int``
-(the exit code). `SUBCOMMANDS` lists them; a module that is not there (``eval`` before it is written) is
-left out, and one that fails to import is registered as a stub that reports why.
+(the exit code). `SUBCOMMANDS` lists them; one that fails to import (a missing optional dependency) is
+registered as a stub that reports why, so the others keep working.
 """
 
 from __future__ import annotations
@@ -33,11 +33,6 @@ def _register(subparsers, name: str) -> None:
     qualified = f"{__package__}.{name}"
     try:
         module = importlib.import_module(qualified)
-    except ModuleNotFoundError as err:
-        if err.name == qualified:
-            return  # not written yet
-        _register_broken(subparsers, name, err)
-        return
     except Exception as err:  # a broken sub-command must not take the others down
         _register_broken(subparsers, name, err)
         return

@@ -5,7 +5,8 @@
 
 A bad file is reported and skipped; a batch that fails inside the model is retried one image at a time
 so that the good images of that batch still finish; a failure while writing fails only that image.
-Every outcome (done or failed) gets a manifest line after the outputs are in place.
+Every outcome (done or failed) gets a manifest line after the outputs are in place; a manifest that
+cannot be written (no space, read-only folder) is reported once and the images go on.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class RankStats:
     done: int = 0
     failed: list[dict] = field(default_factory=list)  # {"source", "key", "reason"}
     seconds: float = 0.0
+    run_errors: list[str] = field(default_factory=list)  # run-level files that could not be written
 
 
 def processing_size(height: int, width: int, resolution: int, resize: str, multiple: int) -> tuple[int, int]:
@@ -198,7 +200,8 @@ def run_pipeline(
         model: maps images ``(B, 3, h, w)`` in [0, 1] on ``device`` to a ``DiffCutOutput``.
         items: this rank's inputs, in order.
         config: sizes, formats, batching, where outputs go.
-        manifest: receives one line per image, after its outputs are written.
+        manifest: receives one line per image, after its outputs are written (`Manifest.try_append`: a
+            failed manifest write is logged once and left in ``manifest.error``; it fails no image).
         log: called with one line per failure (default: stderr).
         progress: called with the number of images just finished (done or failed).
     """
@@ -216,7 +219,9 @@ def run_pipeline(
             log(f"failed: {item.source}: {reason}")
         else:
             stats.done += 1
-        manifest.append(line)
+        if not manifest.try_append(line) and not stats.run_errors:
+            stats.run_errors.append(str(manifest.error))
+            log(f"error: {manifest.error}; outputs are still written, a re-run re-checks them")
         if progress is not None:
             progress(1)
         if fail_after is not None and stats.done + len(stats.failed) >= fail_after:

@@ -1,7 +1,9 @@
 """Which images still need work, and which rank does each: resume by outputs, shard round-robin.
 
-An image is *finished* when all of its requested output files exist (each is written atomically, so
-existing means complete). The plan, identical on every rank:
+An image is *finished* when all of its requested output files exist and are whole (`outputs_complete`:
+a PNG ends with its IEND chunk, a ``.npy`` has the bytes its header announces, a JSON file parses).
+Each is written atomically, so a partial file only comes from elsewhere (a disk filled by another
+writer, an interrupted copy); such an image is redone, not trusted. The plan, identical on every rank:
 
 1. every rank checks the outputs of its round-robin slice of the sorted inputs (spreads the ``stat``s);
 2. the slices' pending indices are gathered, giving the sorted list of unfinished images;
@@ -20,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import MANIFEST_DIR, InputItem, Manifest, output_paths, outputs_exist, read_manifest
+from ..io import MANIFEST_DIR, InputItem, Manifest, output_paths, outputs_complete, read_manifest
 from .distributed import DistContext, shard
 
 __all__ = ["Plan", "clean_temp_files", "plan_work"]
@@ -62,7 +64,8 @@ def plan_work(
 ) -> Plan:
     """Agree on the unfinished images across ranks and return this rank's share (see the module docstring).
 
-    With ``overwrite`` every image is unfinished and rank 0 first deletes the old manifest.
+    With ``overwrite`` every image is unfinished and rank 0 first deletes the old manifest. A recovered
+    line that cannot be written is left in ``manifest.error`` (reported in the summary).
     """
     dist.check_same("inputs", [f"{it.key}\t{it.source}" for it in items])
     if dist.is_main:
@@ -79,10 +82,10 @@ def plan_work(
         local = []
         for i in indices:
             item = items[i]
-            if not outputs_exist(output_paths(out_dir, item.key, formats)):
+            if not outputs_complete(output_paths(out_dir, item.key, formats)):
                 local.append(i)
             elif item.key not in done:
-                manifest.append({"key": item.key, "source": item.source, "status": "done", "rank": dist.rank,
+                manifest.try_append({"key": item.key, "source": item.source, "status": "done", "rank": dist.rank,
                                  "run": run_id, "time": round(time.time(), 3), "recovered": True})
     pending = sorted(i for part in dist.all_gather(local) for i in part)
     mine = [items[i] for i in shard(pending, dist.rank, dist.world_size)]

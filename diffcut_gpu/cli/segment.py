@@ -12,11 +12,13 @@ import os
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..io import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, Manifest, discover_inputs
+from ..models._loading import first_line
 from .distributed import DistContext, init_distributed
 from .options import (
     DEFAULT_MODEL,
@@ -47,14 +49,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "segment",
         help="segment images (files, folders, globs) into overlays, label maps and hierarchies",
         description="Segment images with DiffCut (recursive random-walk NCut on self-attention). "
-        "Re-running skips images whose outputs exist. Exit code: 0 all done, 1 some images failed, "
-        "2 usage or setup error. Under torchrun, each process takes a shard.",
+        "Re-running skips images whose outputs exist and are whole. Exit code: 0 all done, 1 some images "
+        "failed or the manifest/summary could not be written (finished outputs are kept), 2 usage or setup "
+        "error. Under torchrun, each process takes a shard.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--recursive", "-r", action="store_true",
                    help="descend into sub-folders (and let ** in globs match any depth)")
-    p.add_argument("--limit", type=non_negative_int, metavar="N",
+    p.add_argument("--limit", type=positive_int, metavar="N",
                    help="process only the first N inputs (in sorted order)")
 
     m = p.add_argument_group("model")
@@ -105,17 +108,40 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _size_multiple(model: nn.Module, backbone: str) -> int:
-    """Processing sides must be multiples of the patch size (ViT) or of the VAE x UNet stride (diffusion)."""
-    inner = getattr(model, "backbone", model)
-    patch = getattr(inner, "patch_size", None)
-    if patch:
-        return int(patch)
-    unet = getattr(inner, "unet", None)
-    vae = getattr(inner, "vae", None)
-    if unet is not None and vae is not None:
-        vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        return vae_factor * 2 ** (len(unet.config.down_block_types) - 1)
-    return 64 if backbone == "diffusion" else 14
+    """Processing sides must be multiples of the backbone's ``size_multiple`` (ViT: the patch size;
+    diffusion: the VAE downsampling times the UNet stride)."""
+    multiple = getattr(getattr(model, "backbone", model), "size_multiple", None)
+    return int(multiple) if multiple else (64 if backbone == "diffusion" else 14)
+
+
+def _check_resolution(resolution: int, multiple: int) -> None:
+    """A processing size under two tokens per side leaves nothing to cut: a usage error, not N failures."""
+    least = 2 * multiple
+    if resolution < least:
+        raise SetupError(
+            f"--resolution: expected at least {least} pixels for this model (sides are rounded to multiples "
+            f"of its {multiple}-pixel patch or stride, and a cut needs at least 2 x 2 tokens), got {resolution}"
+        )
+
+
+def _check_out_apart(paths: list[str], out: str) -> None:
+    """``--out`` must not be an input folder, nor hold one: its files would be skipped as outputs."""
+    out_real = Path(os.path.realpath(out))
+    for raw in paths:
+        path = Path(os.path.expanduser(raw))
+        if not path.is_dir():
+            continue
+        real = Path(os.path.realpath(path))
+        if real == out_real:
+            raise SetupError(
+                f"--out: expected a folder apart from the inputs, got {out!r}, which is the input folder "
+                f"{raw!r}; write the outputs elsewhere, e.g. --out {raw.rstrip('/')}-segments"
+            )
+        if real.is_relative_to(out_real):
+            raise SetupError(
+                f"PATH: the input folder {raw!r} lies inside the output folder --out {out!r}, whose files are "
+                "never taken as inputs; choose an --out outside it"
+            )
 
 
 def _quiet_hub(backbone: str) -> None:
@@ -146,11 +172,11 @@ def load_model(args: argparse.Namespace, device: torch.device) -> nn.Module:
     except ImportError as err:
         raise SetupError(str(err)) from None
     except (OSError, ValueError, RuntimeError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        first = first.removeprefix("name_or_path: ")
+        first = first_line(err).removeprefix("name_or_path: ")
         if "could not load" not in first:
-            first = f"could not load the {args.backbone} model '{name}' ({first})"
-        if "local" not in first and "HF_HUB_OFFLINE" not in first:
+            first = f"could not load the {args.backbone} model '{name}': {first}"
+        if not os.path.exists(os.path.expanduser(name)) and "HF_HUB_OFFLINE" not in first:
+            # a hub name: the one case where fetching elsewhere is the answer (never for a local path)
             first += ("; without network access pass a local snapshot folder with --model-path "
                       "and set HF_HUB_OFFLINE=1")
         raise SetupError(f"--model-path: {first}") from None
@@ -179,6 +205,7 @@ def _prepare_out_dir(out: str) -> None:
 def _segment(args: argparse.Namespace, dist: DistContext) -> int:
     start = time.time()
     check_options(args)
+    _check_out_apart(args.paths, args.out)
     _prepare_out_dir(args.out)
     found = discover_inputs(args.paths, recursive=args.recursive, limit=args.limit, out_dir=args.out)
     if not found.items and not found.missing:
@@ -204,9 +231,11 @@ def _segment(args: argparse.Namespace, dist: DistContext) -> int:
     stats = RankStats(rank=dist.rank)
     if plan.mine:  # nothing to do (all finished): the model is not even loaded
         model = load_model(args, dist.device)
+        multiple = _size_multiple(model, args.backbone)
+        _check_resolution(resolution, multiple)
         config = PipelineConfig(
             out_dir=args.out, formats=args.formats, resolution=resolution, resize=args.resize,
-            multiple=_size_multiple(model, args.backbone), batch_size=args.batch_size, workers=args.workers,
+            multiple=multiple, batch_size=args.batch_size, workers=args.workers,
             max_pixels=args.max_pixels, min_side=args.min_side, fsync=args.fsync, options=options,
             run_id=run_id,
         )
@@ -218,6 +247,8 @@ def _segment(args: argparse.Namespace, dist: DistContext) -> int:
             if bar is not None:
                 bar.close()
     manifest.close()
+    if manifest.error is not None and manifest.error not in stats.run_errors:
+        stats.run_errors.append(manifest.error)  # from the plan's recovered lines or the last flush
 
     ranks = dist.all_gather(stats)  # waits (up to --dist-timeout) for the slowest rank
     dist.barrier()  # every rank has read the store: now any of them may leave
@@ -227,7 +258,7 @@ def _segment(args: argparse.Namespace, dist: DistContext) -> int:
                             elapsed=time.time() - start)
     if dist.is_main:
         path = write_summary(summary, args.out)
-        if not args.quiet or summary["failed"]:
+        if not args.quiet or summary["failed"] or summary["run_errors"]:
             print_summary(summary, path)
     return summary["exit_code"]
 

@@ -1,6 +1,11 @@
 """The end-of-run summary: counts over all ranks, every failure with its reason, exit code.
 
-Written by rank 0 as ``<out>/summary.json`` (atomically) and printed to stderr.
+Written by rank 0 as ``<out>/.manifest/summary.json`` (atomically; the run folder holds no image
+outputs, so an input called ``summary.jpg`` keeps its own ``summary.json``) and printed to stderr.
+
+Exit codes of every sub-command (one place; ``eval`` and ``bench`` import them): `EXIT_OK` (0) every
+input done; `EXIT_FAILED` (1) some inputs failed, or a run-level file (manifest, summary) could not be
+written: finished outputs are kept either way; `EXIT_USAGE` (2) a usage or setup error, nothing done.
 """
 
 from __future__ import annotations
@@ -9,10 +14,21 @@ import json
 import sys
 from pathlib import Path
 
-from ..io import atomic_write_bytes
+from ..io import MANIFEST_DIR, atomic_write_bytes
 from .pipeline import RankStats
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_summary", "print_summary", "write_summary"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "SUMMARY_NAME",
+    "build_summary",
+    "print_summary",
+    "summary_path",
+    "write_summary",
+]
+
+SUMMARY_NAME = "summary.json"
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -32,11 +48,12 @@ def build_summary(
     failed = [f for r in ranks for f in r.failed]
     failed += [{"source": path, "key": None, "reason": why} for path, why in missing]
     failed.sort(key=lambda f: f["source"])
+    run_errors = [e for r in ranks for e in r.run_errors]
     done = sum(r.done for r in ranks)
     busy = max((r.seconds for r in ranks), default=0.0)
     processed = done + sum(len(r.failed) for r in ranks)
     return {
-        "exit_code": EXIT_FAILED if failed else EXIT_OK,
+        "exit_code": EXIT_FAILED if failed or run_errors else EXIT_OK,
         "inputs": total,
         "done": done,
         "skipped": skipped,
@@ -44,6 +61,7 @@ def build_summary(
         "ignored": len(ignored),
         "complete": done + skipped == total and not failed,
         "failures": failed,
+        "run_errors": run_errors,
         "ignored_files": [{"source": p, "reason": why} for p, why in ignored],
         "out_dir": str(Path(out_dir).resolve()),
         "world_size": len(ranks),
@@ -55,13 +73,25 @@ def build_summary(
     }
 
 
-def write_summary(summary: dict, out_dir: str) -> Path:
-    path = Path(out_dir) / "summary.json"
-    atomic_write_bytes(path, (json.dumps(summary, indent=1) + "\n").encode("utf-8"))
+def summary_path(out_dir: str | Path) -> Path:
+    """``<out>/.manifest/summary.json``: in the run folder, where no input's outputs can be."""
+    return Path(out_dir) / MANIFEST_DIR / SUMMARY_NAME
+
+
+def write_summary(summary: dict, out_dir: str) -> Path | None:
+    """Write the summary; on failure (no space, read-only folder) add the reason to ``run_errors``, set
+    the exit code to `EXIT_FAILED` and return ``None`` instead of raising (the outputs stay as they are)."""
+    path = summary_path(out_dir)
+    try:
+        atomic_write_bytes(path, (json.dumps(summary, indent=1) + "\n").encode("utf-8"))
+    except OSError as err:
+        summary["run_errors"].append(f"could not write the summary {path} ({err.strerror or err})")
+        summary["exit_code"] = EXIT_FAILED
+        return None
     return path
 
 
-def print_summary(summary: dict, path: Path, file=None) -> None:
+def print_summary(summary: dict, path: Path | None, file=None) -> None:
     """A few human lines: counts, each failure with its reason, where the outputs are."""
     file = file or sys.stderr
     rate = summary["images_per_second"]
@@ -77,4 +107,7 @@ def print_summary(summary: dict, path: Path, file=None) -> None:
         print(f"  failed: {f['source']}: {f['reason']}", file=file)
     for f in summary["ignored_files"]:
         print(f"  ignored: {f['source']}: {f['reason']}", file=file)
-    print(f"outputs in {summary['out_dir']}; summary in {path}", file=file)
+    for e in summary["run_errors"]:
+        print(f"  error: {e}", file=file)
+    where = f"summary in {path}" if path is not None else "no summary file (see the error above)"
+    print(f"outputs in {summary['out_dir']}; {where}", file=file)

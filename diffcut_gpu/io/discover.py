@@ -15,8 +15,10 @@ and the shards of a distributed run.
 
 Files found inside folders are kept only when their extension is an image format Pillow reads; the
 others are returned as *ignored* (with the reason) rather than silently dropped. Files named directly or
-matched by a glob are always attempted. Paths that do not exist and globs that match nothing are
-returned as *missing*.
+matched by a glob are always attempted (a broken symbolic link too, with or without ``recursive``:
+reading it then reports it). Paths that do not exist and globs that match nothing are returned as
+*missing*. A key whose first part is the run folder ``.manifest`` (possible only through a glob that
+names hidden folders) gets a leading ``_``, so no output can land among the run-level files.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .images import image_extensions
+from .manifest import MANIFEST_DIR
 
 __all__ = ["Discovery", "InputItem", "discover_inputs"]
 
@@ -72,7 +75,8 @@ def _walk(folder: Path, recursive: bool, errors: list[tuple[str, str]]) -> Itera
             onerror(err)
             return
         for entry in entries:
-            if entry.is_file():
+            # A broken symlink is neither file nor folder: kept, so that reading it reports it (as -r does).
+            if entry.is_file() or (entry.is_symlink() and not entry.is_dir()):
                 yield Path(entry.path)
 
 
@@ -145,6 +149,7 @@ def discover_inputs(
         else:
             missing.append((arg, "no such file or directory"))
 
+    found = [(source, "_" + key if key.split("/")[0] == MANIFEST_DIR else key) for source, key in found]
     unique: dict[str, tuple[str, str]] = {}
     for source, key in found:  # the same file named twice is processed once
         unique.setdefault(os.path.realpath(source), (source, key))

@@ -54,6 +54,8 @@ def image_extensions() -> frozenset[str]:
 
 
 def _check_path(path: Path) -> None:
+    if path.is_symlink() and not path.exists():
+        raise ImageReadError(f"broken symbolic link (its target {os.readlink(path)!r} does not exist)")
     if not path.exists():
         raise ImageReadError("no such file")
     if not path.is_file():

@@ -9,6 +9,10 @@ A line is written only after the image's outputs are in place, then flushed and 
 job never has a "done" line without outputs. A job killed while writing leaves at most one partial last
 line, which `read_manifest` skips. Rank ``r`` of any run appends to ``rank-<r>.jsonl``; two runs must
 not share an output folder at the same time.
+
+``<out>/.manifest/`` is the one folder of run-level files (the manifest and ``summary.json``): no input
+can get an output there (`discover_inputs` keeps keys out of it), so a run never overwrites an image's
+outputs with its own files, whatever the images are called.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import IO
 
 __all__ = ["MANIFEST_DIR", "Manifest", "read_manifest"]
 
+#: Folder (under the output folder) of the run-level files: ``rank-<r>.jsonl`` and ``summary.json``.
 MANIFEST_DIR = ".manifest"
 
 
@@ -37,6 +42,8 @@ class Manifest:
         self.path = Path(out_dir) / MANIFEST_DIR / f"rank-{rank}.jsonl"
         self.fsync = fsync
         self._fh: IO[str] | None = None
+        #: The first write failure of `try_append` (``None`` while every line was written).
+        self.error: str | None = None
 
     def append(self, record: dict) -> None:
         """Write ``record`` as one line and make it durable before returning."""
@@ -53,10 +60,28 @@ class Manifest:
         if self.fsync:
             os.fsync(self._fh.fileno())
 
+    def try_append(self, record: dict) -> bool:
+        """`append`, but a failed write (no space, read-only folder ...) is kept in ``self.error`` instead
+        of raised, and later lines are skipped: a manifest failure must not stop the images. A resumed
+        run re-checks outputs, so lost lines only cost the ``"recovered"`` lines it then adds."""
+        if self.error is not None:
+            return False
+        try:
+            self.append(record)
+        except OSError as err:
+            self.error = f"could not write the manifest {self.path} ({err.strerror or err})"
+            self.close()
+            return False
+        return True
+
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            fh, self._fh = self._fh, None
+            try:
+                fh.close()
+            except OSError as err:  # the last flush failed: same report as a failed append
+                if self.error is None:
+                    self.error = f"could not write the manifest {self.path} ({err.strerror or err})"
 
     def __enter__(self) -> Manifest:
         return self

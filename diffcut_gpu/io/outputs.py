@@ -39,6 +39,7 @@ __all__ = [
     "label_colors",
     "label_png_bytes",
     "output_paths",
+    "outputs_complete",
     "outputs_exist",
     "overlay",
     "write_outputs",
@@ -68,6 +69,47 @@ def output_paths(out_dir: str | os.PathLike, key: str, formats: Sequence[str]) -
 def outputs_exist(paths: Mapping[str, Path]) -> bool:
     """True when every output file exists (what a resumed run checks before redoing an image)."""
     return all(p.is_file() for p in paths.values())
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
+
+
+def _file_complete(path: Path) -> bool:
+    """A cheap check that ``path`` holds a whole output, not an empty or cut-off one: a PNG starts with
+    its signature and ends with IEND, a ``.npy`` has exactly the bytes its header announces, a JSON
+    file ends with ``}`` and a newline and parses. Reads at most the head and tail (the JSON, a few KB, whole)."""
+    try:
+        size = path.stat().st_size
+        if not path.is_file() or size == 0:
+            return False
+        with open(path, "rb") as fh:
+            if path.name.endswith(".png"):
+                head = fh.read(len(_PNG_SIGNATURE))
+                fh.seek(max(size - len(_PNG_END), 0))
+                return head == _PNG_SIGNATURE and fh.read() == _PNG_END
+            if path.name.endswith(".npy"):
+                fmt = np.lib.format
+                version = fmt.read_magic(fh)
+                read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+                if version not in read_header:
+                    return False
+                shape, _fortran, dtype = read_header[version](fh)
+                return size == fh.tell() + math.prod(shape) * dtype.itemsize
+            if path.name.endswith(".json"):  # written as one object ending in "}\n"
+                data = fh.read()
+                return data.endswith(b"}\n") and isinstance(json.loads(data.decode("utf-8")), dict)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return True
+
+
+def outputs_complete(paths: Mapping[str, Path]) -> bool:
+    """True when every output file exists and is whole (see `_file_complete`): what a resumed run trusts.
+
+    Outputs are written atomically, so a partial file only appears when something else cut it (a full
+    disk under another writer, a copy that stopped, a user's ``truncate``); it is then redone."""
+    return all(_file_complete(Path(p)) for p in paths.values())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> None:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ..attention import aggregate_attention, capture_attention, default_feature_module, run_until_captured
 from ..attention.recorder import AttentionRecorder
+from ._loading import first_line, model_source, offline_hint, transformers_checkpoint, transformers_dtype
 from .output import BackboneOutput
 
 __all__ = ["DiffusionBackbone", "available_configs", "load_config"]
@@ -246,21 +247,26 @@ class DiffusionBackbone(nn.Module):
         SDXL's, stays float32). The empty prompt is encoded once with the pipeline's text encoder(s),
         which are then dropped, unless ``prompt_embeds`` (and for SDXL ``pooled_prompt_embeds``) are
         given. ``kwargs`` go to the constructor. A model that cannot be loaded (offline, missing
-        folder) raises ``OSError`` saying how to point at a local snapshot.
+        folder) raises ``OSError`` saying how to point at a local snapshot; a folder without text
+        encoder or tokenizer says that ``prompt_embeds`` can be passed instead; a transformers (ViT)
+        folder says to use ``backbone="vit"``.
         """
         diffusers = _import_diffusers()
-        name = os.fspath(name_or_path)
-        expanded = os.path.expanduser(name)
-        looks_local = os.path.isabs(expanded) or name.startswith((".", "~")) or os.path.exists(expanded)
-        if looks_local and not os.path.isdir(expanded):
-            raise FileNotFoundError(_load_hint(name, "the folder does not exist"))
+        source = model_source(name_or_path, holds=_HOLDS)
+        name, src = source.name, source.path
+        kind = transformers_checkpoint(src) if source.local else None
+        if kind is not None:
+            raise OSError(
+                f"name_or_path: expected a diffusers pipeline snapshot, got '{name}', a transformers "
+                f"checkpoint (model_type '{kind}'); load it as a ViT: --backbone vit on the command line, "
+                "DiffCut.from_pretrained(path, backbone='vit') or ViTBackbone.from_pretrained(path) in Python"
+            )
         device = (
             torch.device(device)
             if device is not None
             else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         )
         dtype = torch_dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-        src = expanded if looks_local else name
         local = {} if local_files_only is None else {"local_files_only": local_files_only}
         weights = {"variant": variant, **local}
         try:
@@ -273,14 +279,16 @@ class DiffusionBackbone(nn.Module):
                 src, subfolder="vae", torch_dtype=vae_dtype, **weights
             )
             scheduler = diffusers.DDPMScheduler.from_pretrained(src, subfolder="scheduler", **local)
-            if prompt_embeds is None:
+        except (OSError, ValueError) as err:
+            raise OSError(_load_hint(source, first_line(err))) from None
+        if prompt_embeds is None:
+            try:
                 prompt_embeds, pooled = _encode_empty_prompt(
                     src, xl=_is_xl(unet), device=device, dtype=dtype, local=local
                 )
-                pooled_prompt_embeds = pooled if pooled_prompt_embeds is None else pooled_prompt_embeds
-        except (OSError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise OSError(_load_hint(name, first)) from None
+            except (OSError, ValueError) as err:
+                raise OSError(_prompt_hint(source, first_line(err), xl=_is_xl(unet))) from None
+            pooled_prompt_embeds = pooled if pooled_prompt_embeds is None else pooled_prompt_embeds
         backbone = cls(
             unet,
             vae,
@@ -290,6 +298,12 @@ class DiffusionBackbone(nn.Module):
             **kwargs,
         )
         return backbone.to(device)
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides should be multiples of this: the VAE downsampling times the UNet's total stride
+        (the VAE factor alone is required; the stride keeps every UNet level's grid exact)."""
+        return _vae_factor(self.vae) * 2 ** (len(self.unet.config.down_block_types) - 1)
 
     # -- forward ----------------------------------------------------------------------------------
     def _check_images(self, images: Tensor) -> None:
@@ -372,12 +386,30 @@ class DiffusionBackbone(nn.Module):
         return BackboneOutput(attention=attention, features=features, grid=grid)
 
 
-def _load_hint(name: str, reason: str) -> str:
+_HOLDS = "a diffusers pipeline snapshot (model_index.json, unet/, vae/, scheduler/, text_encoder/, tokenizer/)"
+
+
+def _load_hint(source, reason: str) -> str:
     return (
-        f"name_or_path: could not load diffusion model '{name}' ({reason}). Without network access, "
-        f"download the snapshot elsewhere (e.g. `huggingface-cli download {name}`), copy it over and point "
-        f"at the folder: `--model-path /path/to/snapshot` (Python: "
-        f"DiffusionBackbone.from_pretrained('/path/to/snapshot')), with HF_HUB_OFFLINE=1 set."
+        f"name_or_path: could not load diffusion model '{source.name}' ({reason}). "
+        + offline_hint(source, holds=_HOLDS, python="DiffusionBackbone.from_pretrained('PATH')")
+    )
+
+
+def _prompt_hint(source, reason: str, *, xl: bool) -> str:
+    """No text encoder or tokenizer: they only encode the empty prompt, which can be passed instead."""
+    parts = "text_encoder/, tokenizer/" + (", text_encoder_2/, tokenizer_2/" if xl else "")
+    pooled = " and pooled_prompt_embeds=(1, P)" if xl else ""
+    where = (
+        f"the folder '{source.name}' needs {parts}"
+        if source.local
+        else f"the snapshot of '{source.name}' needs {parts} (see --model-path for offline use)"
+    )
+    return (
+        f"name_or_path: could not load the text encoder or tokenizer of '{source.name}' to encode the empty "
+        f"prompt ({reason}); {where}. They are used for nothing else: pass the encoded empty prompt instead, "
+        f"DiffusionBackbone.from_pretrained(path, prompt_embeds=(1, L, D) tensor{pooled}) "
+        "(DiffCut.from_pretrained(path, backbone_kwargs={'prompt_embeds': ...}))."
     )
 
 
@@ -390,8 +422,7 @@ def _encode_empty_prompt(
     ``text_encoder`` and ``text_encoder_2`` concatenated, plus ``text_encoder_2``'s projected pooled output.
     """
     transformers = _import_transformers()
-    major = int(transformers.__version__.split(".")[0])
-    dtype_kw = {"dtype" if major >= 5 else "torch_dtype": dtype}
+    dtype_kw = transformers_dtype(transformers, dtype)
 
     def run(tok_dir: str, enc_dir: str, cls, penultimate: bool):
         tok = transformers.CLIPTokenizer.from_pretrained(src, subfolder=tok_dir, **local)

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffcut_gpu.attention.hf import hf_attention_to_transition, special_tokens
+from diffcut_gpu.models._loading import first_line, model_source, offline_hint, transformers_dtype
 from diffcut_gpu.models.output import BackboneOutput
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ViTBackbone"]
@@ -36,6 +38,7 @@ __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ViTBackbone"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+_HOLDS = "a local transformers checkpoint (config.json + weights), e.g. ../shared/models/dinov2-small"
 _RANGE_SLACK = 1e-3  # inputs may overshoot [0, 1] by this much (resampling round-off)
 
 
@@ -164,7 +167,7 @@ class ViTBackbone(nn.Module):
         )
         self.resolution = _check_resolution(resolution)
         self.patch_size = _patch_size(config)
-        self.num_special_tokens = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
+        self.num_special_tokens = special_tokens(config)
         self.num_channels = channels
         mean_t = torch.tensor(_check_stats(mean, "mean", channels, positive=False)).view(1, -1, 1, 1)
         std_t = torch.tensor(_check_stats(std, "std", channels, positive=True)).view(1, -1, 1, 1)
@@ -199,30 +202,23 @@ class ViTBackbone(nn.Module):
         folder has a ``preprocessor_config.json``, its ``image_mean``/``image_std`` are used.
         """
         transformers = _import_transformers()
-        name = os.fspath(name_or_path)
-        expanded = os.path.expanduser(name)
-        looks_local = os.path.isabs(expanded) or name.startswith((".", "~")) or os.path.exists(expanded)
-        if looks_local and not os.path.isdir(expanded):
-            raise FileNotFoundError(
-                f"name_or_path: expected a folder holding a transformers checkpoint (config.json + weights), "
-                f"got '{name}', which does not exist. Point it at a local copy, e.g. "
-                f"'shared/models/dinov2-small' in a diffcut-gpu checkout."
-            )
-        load_kw: dict = {"attn_implementation": "eager"}
-        if dtype is not None:
-            major = int(transformers.__version__.split(".")[0])
-            load_kw["dtype" if major >= 5 else "torch_dtype"] = dtype
-        try:
-            model = transformers.AutoModel.from_pretrained(expanded if looks_local else name, **load_kw)
-        except (OSError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        source = model_source(name_or_path, holds=_HOLDS)
+        if source.local and os.path.isfile(os.path.join(source.path, "model_index.json")):
             raise OSError(
-                f"name_or_path: could not load model '{name}' ({first}). Without network access pass the "
-                f"path of a local checkpoint folder instead, e.g. 'shared/models/dinov2-small'."
+                f"name_or_path: expected a transformers ViT checkpoint, got '{source.name}', a diffusers "
+                "pipeline snapshot; load it with backbone='diffusion' (the command line's default)"
+            )
+        load_kw: dict = {"attn_implementation": "eager", **transformers_dtype(transformers, dtype)}
+        try:
+            model = transformers.AutoModel.from_pretrained(source.path, **load_kw)
+        except (OSError, ValueError) as err:
+            raise OSError(
+                f"name_or_path: could not load model '{source.name}' ({first_line(err)}). "
+                + offline_hint(source, holds=_HOLDS, python="ViTBackbone.from_pretrained('PATH')")
             ) from None
 
-        if looks_local and ("mean" not in kwargs or "std" not in kwargs):
-            proc = os.path.join(expanded, "preprocessor_config.json")
+        if source.local and ("mean" not in kwargs or "std" not in kwargs):
+            proc = os.path.join(source.path, "preprocessor_config.json")
             if os.path.isfile(proc):
                 with open(proc, encoding="utf-8") as fh:
                     cfg = json.load(fh)
@@ -231,6 +227,11 @@ class ViTBackbone(nn.Module):
                     kwargs.setdefault("std", cfg["image_std"])
         backbone = cls(model, layers=layers, **kwargs)
         return backbone.to(device) if device is not None else backbone
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides that map onto whole patches are multiples of this (the patch size)."""
+        return self.patch_size
 
     @property
     def device(self) -> torch.device:
@@ -289,14 +290,9 @@ class ViTBackbone(nn.Module):
                 f"model returned {attentions[0].shape[-1]} tokens, expected {s} special + {h}x{w} patch "
                 f"tokens; is config.num_register_tokens right?"
             )
-        dtype = torch.promote_types(attentions[0].dtype, torch.float32)
-        acc = None
-        for i in self.layers:  # running sum: never holds more than one extra (B, N, N) layer
-            layer = attentions[i].to(dtype).mean(dim=1)
-            acc = layer if acc is None else acc + layer
-        patch = acc[:, s:, s:] / len(self.layers)
-        # Rows of the full attention sum to 1; removing the special columns leaves a mass in (0, 1].
-        attention = patch / patch.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+        # Heads, then layers averaged; special tokens dropped; rows renormalised (one helper for everyone).
+        attention = hf_attention_to_transition(attentions, num_special_tokens=s, layers=self.layers)
+        dtype = attention.dtype
 
         hidden = (
             out.last_hidden_state

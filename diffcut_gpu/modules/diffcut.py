@@ -14,9 +14,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_tensor
+from .._checks import check_choice, check_finite, check_tensor
+from ..models.output import short_repr
 from ..spectral import Segmentation, ThresholdPolicy
-from .rwncut import RWNCut
+from .rwncut import _D, GraphKind, RWNCut, Source, UpsampleMode
 
 BackboneKind = Literal["diffusion", "vit"]
 
@@ -24,13 +25,15 @@ BackboneKind = Literal["diffusion", "vit"]
 DEFAULT_DIFFUSION_MODEL = "segmind/SSD-1B"
 
 
-@dataclass
+@dataclass(repr=False)
 class DiffCutOutput:
-    """Pixel labels, token labels and the hierarchy of one batch."""
+    """Pixel labels, token labels and the hierarchy of one batch (``repr`` shows shapes only)."""
 
     labels: Tensor  # (B, H, W) int64
     token_labels: Tensor  # (B, h, w) int64
     segmentation: Segmentation
+
+    __repr__ = short_repr
 
 
 class DiffCut(nn.Module):
@@ -42,7 +45,11 @@ class DiffCut(nn.Module):
             or ``ViTBackbone``, or your own.
         source: graph to cut: "attention" (random-walk NCut on the transition matrix), "features"
             (DiffCut's cosine affinity) or "both".
-        power, graph, alpha, threshold, min_size, max_depth, upsample, refine: see ``RWNCut``.
+        power, graph, alpha, threshold, min_size, max_depth, method, tol, full_hierarchy, upsample,
+            refine: see ``RWNCut``; the defaults are the same (``CutConfig``), all checked here.
+
+    ``get_config()`` / ``DiffCut.from_config(backbone, config)`` and the ``state_dict`` carry the cut's
+    settings as ``RWNCut`` does (the backbone's weights are in the ``state_dict`` as usual).
 
     Example:
         >>> model = DiffCut.from_pretrained("segmind/SSD-1B", device="cuda", threshold="dynamic")
@@ -54,31 +61,39 @@ class DiffCut(nn.Module):
         self,
         backbone: nn.Module,
         *,
-        source: Literal["attention", "features", "both"] = "attention",
-        graph: Literal["reversible", "symmetric", "rows"] = "reversible",
-        power: int = 1,
-        alpha: float = 10.0,
-        threshold: float | str | ThresholdPolicy = "dynamic",
-        min_size: int = 4,
-        max_depth: int = 8,
-        upsample: Literal["nearest", "concept", "majority"] = "concept",
-        refine: bool = False,
+        source: Source = _D.source,
+        graph: GraphKind = _D.graph,
+        power: int = _D.power,
+        alpha: float = _D.alpha,
+        threshold: float | str | ThresholdPolicy = _D.threshold,
+        min_size: int = _D.min_size,
+        max_depth: int = _D.max_depth,
+        method: str = _D.method,
+        tol: float = _D.tol,
+        full_hierarchy: bool | None = _D.full_hierarchy,
+        upsample: UpsampleMode = _D.upsample,
+        refine: bool = _D.refine,
     ) -> None:
         super().__init__()
-        check_choice("source", source, ("attention", "features", "both"))
         self.backbone = backbone
-        self.source = source
         self.cut = RWNCut(
-            source=source,
-            graph=graph,
-            power=power,
-            alpha=alpha,
-            threshold=threshold,
-            min_size=min_size,
-            max_depth=max_depth,
-            upsample=upsample,
+            source=source, graph=graph, power=power, alpha=alpha, threshold=threshold, min_size=min_size,
+            max_depth=max_depth, method=method, tol=tol, full_hierarchy=full_hierarchy, upsample=upsample,
             refine=refine,
         )
+
+    @property
+    def source(self) -> str:
+        return self.cut.source
+
+    def get_config(self) -> dict:
+        """The cut's settings (the constructor arguments besides ``backbone``)."""
+        return self.cut.get_config()
+
+    @classmethod
+    def from_config(cls, backbone: nn.Module, config: dict) -> DiffCut:
+        """``DiffCut(backbone, **config)`` for a ``get_config()`` output; unknown keys raise."""
+        return cls(backbone, **RWNCut.from_config(config).get_config())
 
     @classmethod
     def from_pretrained(
@@ -119,6 +134,9 @@ class DiffCut(nn.Module):
         check_tensor("images", images)
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images: expected (B, 3, H, W) RGB in [0, 1], got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise ValueError(f"images: expected a float tensor with values in [0, 1], got {images.dtype}")
+        check_finite("images", images)  # before the backbone runs, not as a NaN graph after it
         out = self.backbone(images)
         x = out.features if self.source == "features" else out.attention
         result = self.cut.segment(

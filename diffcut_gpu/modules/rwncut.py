@@ -8,7 +8,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_grid, check_int, check_tensor
+from .._checks import check_grid, check_tensor
+from ..attention.hf import attention_to_transition
+from ..models.output import short_repr
 from ..spectral import (
     Segmentation,
     ThresholdPolicy,
@@ -19,12 +21,16 @@ from ..spectral import (
     reversibilize,
     symmetrize,
 )
+from .config import CutConfig, portable_config
 
-Source = Literal["auto", "attention", "features", "both"]
+Source = Literal["attention", "features", "both"]
 GraphKind = Literal["reversible", "symmetric", "rows"]
+UpsampleMode = Literal["concept", "nearest", "majority"]
+
+_D = CutConfig()  # the defaults, written once (modules/config.py)
 
 
-@dataclass
+@dataclass(repr=False)
 class RWNCutOutput:
     """Everything one call produced: token labels, pixel labels (if asked) and the hierarchy."""
 
@@ -33,23 +39,34 @@ class RWNCutOutput:
     segmentation: Segmentation
     graph: Tensor  # (B, N, N) the graph that was cut
 
+    __repr__ = short_repr
+
 
 class RWNCut(nn.Module):
     """Recursive random-walk Normalized Cuts as a ``torch.nn.Module``.
 
     Args:
-        source: what ``forward`` receives: "attention" (B, N, N) or (B, heads, N, N) row-stochastic,
-            "features" (B, N, C), "both" (attention in ``x`` plus ``features=``: the mean of the attention
-            graph and the feature graph, each scaled to mean degree 1), or "auto" (4-D or square
-            row-stochastic -> attention, else features).
+        source: what ``forward`` receives, stated, never guessed from the values: "attention" (default)
+            (B, N, N) or (B, heads, N, N) attention probabilities, "features" (B, N, C) token features, or
+            "both" (attention in ``x`` plus ``features=``: the mean of the attention graph and the feature
+            graph, each scaled to mean degree 1). Attention rows must sum to 1 within what their dtype
+            holds (bf16 / fp16 softmax output is fine); they are upcast to float32 and renormalised.
+            Attention with special tokens dropped: see ``hf_attention_to_transition``.
         graph: for attention, "reversible" (Pi P + P^T Pi)/2 whose NCut is the walk's escape probability,
             "symmetric" (P + P^T)/2, or "rows" (cosine of attention rows, min-max^alpha).
-        power: k of the power walk P^k (attention only); larger k gives coarser segments.
+        power: k of the power walk P^k (attention only: must be 1 with source="features"); larger k gives
+            coarser segments.
         alpha: exponent of the min-max cosine affinity (features and "rows").
-        threshold: constant tau, "dynamic", a policy name or a ``ThresholdPolicy``.
+        threshold: constant tau, "dynamic" (default), a policy name or a ``ThresholdPolicy``.
         min_size, max_depth, method, tol, full_hierarchy: passed to ``recursive_ncut``.
-        upsample: "nearest" or "majority" (need nothing) or "concept" (needs token features) for pixel labels.
+        upsample: token labels to pixels when ``output_size`` is given: "concept" (default; needs token
+            features: ``features=`` or source="features"/"both", else a ``ValueError``), "nearest" or
+            "majority" (need nothing).
         refine: PAMR refinement of pixel labels (needs the image).
+
+    Every setting is checked here (``CutConfig``), not at the first call. ``get_config()`` returns them,
+    ``RWNCut.from_config(config)`` rebuilds the module, and the ``state_dict`` carries them: loading it
+    into a module built with other settings raises instead of keeping the wrong ones.
 
     Shape:
         forward(x, grid=(h, w), output_size=None) -> (B, h, w) token labels, or (B, H, W) pixel labels
@@ -57,53 +74,76 @@ class RWNCut(nn.Module):
         ``self.last_output`` (and returned by ``segment``).
 
     Example:
-        >>> cut = RWNCut(threshold="dynamic", power=2)
-        >>> labels = cut(attention, grid=(32, 32), output_size=(512, 512))
+        >>> cut = RWNCut(power=2)                       # threshold="dynamic", upsample="concept"
+        >>> labels = cut(attention, grid=(32, 32), output_size=(512, 512), features=features)
         >>> cut.last_output.segmentation.labels_at(0.3)
     """
 
     def __init__(
         self,
         *,
-        source: Source = "auto",
-        graph: GraphKind = "reversible",
-        power: int = 1,
-        alpha: float = 10.0,
-        threshold: float | str | ThresholdPolicy = 0.5,
-        min_size: int = 4,
-        max_depth: int = 8,
-        method: str = "auto",
-        tol: float = 1e-5,
-        full_hierarchy: bool | None = None,
-        upsample: Literal["nearest", "concept", "majority"] = "nearest",
-        refine: bool = False,
+        source: Source = _D.source,
+        graph: GraphKind = _D.graph,
+        power: int = _D.power,
+        alpha: float = _D.alpha,
+        threshold: float | str | ThresholdPolicy = _D.threshold,
+        min_size: int = _D.min_size,
+        max_depth: int = _D.max_depth,
+        method: str = _D.method,
+        tol: float = _D.tol,
+        full_hierarchy: bool | None = _D.full_hierarchy,
+        upsample: UpsampleMode = _D.upsample,
+        refine: bool = _D.refine,
     ) -> None:
         super().__init__()
-        check_choice("source", source, ("auto", "attention", "features", "both"))
-        check_choice("graph", graph, ("reversible", "symmetric", "rows"))
-        check_choice("upsample", upsample, ("nearest", "concept", "majority"))
-        check_int("power", power, 1)
-        self.source = source
-        self.graph = graph
-        self.power = power
-        self.alpha = alpha
-        self.threshold = threshold
-        self.min_size = min_size
-        self.max_depth = max_depth
-        self.method = method
-        self.tol = tol
-        self.full_hierarchy = full_hierarchy
-        self.upsample = upsample
-        self.refine = refine
+        config = CutConfig(
+            source=source, graph=graph, power=power, alpha=alpha, threshold=threshold, min_size=min_size,
+            max_depth=max_depth, method=method, tol=tol, full_hierarchy=full_hierarchy, upsample=upsample,
+            refine=refine,
+        )
+        for name, value in config.as_dict().items():
+            setattr(self, name, value)
         self.last_output: RWNCutOutput | None = None
 
+    # -- configuration ----------------------------------------------------------------------------
+    def get_config(self) -> dict:
+        """The constructor arguments of this module (checked again, in case attributes were changed)."""
+        return CutConfig(**{name: getattr(self, name) for name in CutConfig.__dataclass_fields__}).as_dict()
+
+    @classmethod
+    def from_config(cls, config: dict) -> RWNCut:
+        """A module built from ``get_config()`` output; unknown keys raise."""
+        unknown = sorted(set(config) - set(CutConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"config: expected keys among {sorted(CutConfig.__dataclass_fields__)}, got {unknown}")
+        return cls(**config)
+
+    def get_extra_state(self) -> dict:
+        """Kept in ``state_dict()`` as ``_extra_state``: the settings, as plain values."""
+        return {"config": portable_config(self.get_config())}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Refuse a ``state_dict`` saved with other settings (they would be silently kept otherwise)."""
+        saved = dict(state.get("config", {})) if isinstance(state, dict) else {}
+        mine = portable_config(self.get_config())
+        diff = [f"{k}={saved.get(k)!r} (this module: {mine.get(k)!r})" for k in sorted(set(saved) | set(mine))
+                if saved.get(k) != mine.get(k)]
+        if diff:
+            raise ValueError(
+                f"state_dict: expected the settings of this {type(self).__name__}, got a checkpoint saved with "
+                f"{', '.join(diff)}; build the module with RWNCut.from_config(state_dict['_extra_state']"
+                "['config']) (the key is prefixed inside a larger model), or change its settings first"
+            )
+
+    # -- graph and cut ----------------------------------------------------------------------------
     def build_graph(self, x: Tensor, features: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """(graph W (B, N, N), token features (B, N, C) or None) from attention and/or features."""
         check_tensor("x", x)
-        kind = self._source_of(x)
-        if kind == "features":
+        if self.source == "features":
+            if x.ndim != 3:
+                raise ValueError(f"x: expected features (B, N, C) with source='features', got {tuple(x.shape)}")
             return cosine_affinity(x, self.alpha), x
-        P = x.float().mean(1) if x.ndim == 4 else x
+        P = attention_to_transition(x)
         if self.power > 1:
             P = power_walk(P, self.power)
         if self.graph == "reversible":
@@ -112,7 +152,7 @@ class RWNCut(nn.Module):
             W = symmetrize(P)
         else:
             W = attention_row_affinity(P, self.alpha)
-        if kind == "both":
+        if self.source == "both":
             if features is None:
                 raise ValueError("features: expected (B, N, C) token features with source='both', got None")
             F = cosine_affinity(features, self.alpha).to(W.dtype)
@@ -138,6 +178,11 @@ class RWNCut(nn.Module):
             features: (B, N, C) token features for concept upsampling when ``x`` is attention.
             image: (B, 3, H, W) in [0, 1] for PAMR refinement.
         """
+        if output_size is not None and self.upsample == "concept" and features is None and self.source != "features":
+            raise ValueError(  # before the cut, not after it
+                "features: expected (B, N, C) token features for upsample='concept' (the default), got None; "
+                "pass features=..., or build the module with upsample='nearest' or 'majority'"
+            )
         W, own_features = self.build_graph(x, features)
         b, n, _ = W.shape
         h, w = check_grid(grid, n)
@@ -156,9 +201,8 @@ class RWNCut(nn.Module):
             from ..upsample import upsample_labels
 
             feats = features if features is not None else own_features
-            mode = self.upsample if (self.upsample != "concept" or feats is not None) else "nearest"
             pixels = upsample_labels(
-                tokens, tuple(output_size), mode=mode, features=feats, image=image, refine=self.refine
+                tokens, tuple(output_size), mode=self.upsample, features=feats, image=image, refine=self.refine
             )
         out = RWNCutOutput(token_labels=tokens, labels=pixels, segmentation=seg, graph=W)
         self.last_output = out
@@ -177,29 +221,8 @@ class RWNCut(nn.Module):
         out = self.segment(x, grid, output_size, features=features, image=image)
         return out.labels if out.labels is not None else out.token_labels
 
-    def _source_of(self, x: Tensor) -> str:
-        if self.source != "auto":
-            if self.source in ("attention", "both") and x.ndim not in (3, 4):
-                raise ValueError(f"x: expected attention (B, N, N) or (B, heads, N, N), got {tuple(x.shape)}")
-            if self.source == "features" and x.ndim != 3:
-                raise ValueError(f"x: expected features (B, N, C), got {tuple(x.shape)}")
-            return self.source
-        if x.ndim == 4:
-            return "attention"
-        if x.ndim != 3:
-            raise ValueError(
-                f"x: expected attention (B, N, N), (B, heads, N, N) or features (B, N, C), got {tuple(x.shape)}"
-            )
-        square = x.shape[-1] == x.shape[-2]
-        if square and x.numel() and bool(((x.float().sum(-1) - 1).abs() < 1e-3).all()) and bool((x >= 0).all()):
-            return "attention"
-        return "features"
-
     def extra_repr(self) -> str:
-        return (
-            f"source={self.source}, graph={self.graph}, power={self.power}, threshold={self.threshold!r}, "
-            f"min_size={self.min_size}, max_depth={self.max_depth}, upsample={self.upsample}"
-        )
+        return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
 
 
 def _unit_mean_degree(W: Tensor) -> Tensor:

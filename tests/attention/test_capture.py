@@ -267,6 +267,54 @@ def test_processors_restored(unet):
     assert all(not m._forward_hooks for m in unet.modules())
 
 
+class ScaledProcessor:
+    """A user's processor that changes the layer output: diffusers' default times ``gain``."""
+
+    def __init__(self):
+        self.base = diffusers.models.attention_processor.AttnProcessor2_0()
+        self.calls = 0
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, gain=1.1):
+        self.calls += 1
+        return self.base(attn, hidden_states, encoder_hidden_states, attention_mask) * gain
+
+
+def test_custom_processor_is_wrapped_not_bypassed(unet):
+    x, t, emb = _inputs(unet)
+    names = list(self_attention_layers(unet))
+    modules = dict(unet.named_modules())
+    before = dict(unet.attn_processors)
+    custom = {n: ScaledProcessor() for n in names}
+    try:
+        for n in names:
+            modules[n].set_processor(custom[n])
+        expected = unet(x, t, encoder_hidden_states=emb).sample
+        seen, handles = _attn_inputs(unet, names)
+        try:
+            with capture_attention(unet, per_layer=True) as rec:
+                got = unet(x, t, encoder_hidden_states=emb).sample
+        finally:
+            for h in handles:
+                h.remove()
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)  # the custom output, not the default's
+        for n in names:  # the map of each layer's own projections, on the inputs the custom run gave it
+            torch.testing.assert_close(rec.maps[n].double(), _probs_ref(modules[n], seen[n]), rtol=0, atol=2e-6)
+            assert modules[n].processor is custom[n] and custom[n].calls >= 2  # called, then restored
+        # The processor's own keyword arguments still reach it through the wrapper.
+        kw = {"cross_attention_kwargs": {"gain": 2.0}}
+        doubled = unet(x, t, encoder_hidden_states=emb, **kw).sample
+        with capture_attention(unet):
+            wrapped = unet(x, t, encoder_hidden_states=emb, **kw).sample
+        torch.testing.assert_close(wrapped, doubled, rtol=0, atol=0)
+        assert not torch.allclose(doubled, expected)
+        with pytest.raises(ValueError, match=re.escape(names[0]) + ".*ScaledProcessor"):
+            with capture_attention(unet, custom_processors="error"):
+                pass
+        assert all(modules[n].processor is custom[n] for n in names)
+    finally:
+        unet.set_attn_processor(before)
+
+
 def test_processors_restored_after_exception(unet):
     before = dict(unet.attn_processors)
     with pytest.raises(RuntimeError, match="boom"):

@@ -16,6 +16,7 @@ import torch
 
 from diffcut_gpu.cli.distributed import DistContext, env_world_size, init_distributed, resolve_device, shard
 from diffcut_gpu.cli.pipeline import FAIL_AFTER_ENV, FAIL_RANK_ENV
+from diffcut_gpu.cli.summary import summary_path
 from diffcut_gpu.io import read_manifest
 from tests.cli.helpers import tiny_args, write_photos
 
@@ -118,7 +119,7 @@ def test_two_processes_match_one(tmp_path, tiny_vit):
     run = torchrun(2, [str(src), "--out", str(out), *common])
     assert run.returncode == 0, run.stderr[-3000:]
     assert label_bytes(out) == label_bytes(ref) and len(label_bytes(ref)) == len(NAMES)
-    s = json.loads((out / "summary.json").read_text())
+    s = json.loads(summary_path(out).read_text())
     assert (s["world_size"], s["done"], s["failed"]) == (2, len(NAMES), 0)
     assert [r["done"] for r in s["per_rank"]] == [3, 3]
     records = read_manifest(out)
@@ -137,10 +138,10 @@ def test_killed_rank_then_resume_with_other_world_size(tmp_path, tiny_vit):
     assert run.returncode != 0, "the killed rank must fail the job"
     first = [r["key"] for r in read_manifest(out) if r["status"] == "done"]
     assert 1 <= len(first) < len(NAMES)  # rank 1 did one image before dying; the job is incomplete
-    assert not (out / "summary.json").exists()
+    assert not summary_path(out).exists()
 
     assert single([str(src), "--out", str(out), *common]) == 0  # resume with one process
-    s = json.loads((out / "summary.json").read_text())
+    s = json.loads(summary_path(out).read_text())
     assert (s["skipped"], s["done"], s["failed"]) == (len(first), len(NAMES) - len(first), 0)
     assert s["complete"]
     done = Counter(r["key"] for r in read_manifest(out) if r["status"] == "done")

@@ -7,6 +7,7 @@ import importlib
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 from diffcut_gpu.cli import build_parser, main
 
@@ -30,7 +31,8 @@ def test_exception(capsys):
 
 
 def test_registration_hook(monkeypatch, capsys):
-    """A missing sub-command module is left out; a broken one becomes a stub that says why."""
+    """A sub-command module that cannot be imported (missing, or broken) becomes a stub that says why;
+    none is silently left out."""
     real_import = importlib.import_module
 
     def fake_import(name, *args):
@@ -42,9 +44,20 @@ def test_registration_hook(monkeypatch, capsys):
 
     monkeypatch.setattr(main_module.importlib, "import_module", fake_import)
     choices = build_parser()._subparsers._group_actions[0].choices
-    assert "eval" not in choices and "segment" in choices
+    assert {"eval", "segment", "bench"} <= set(choices)
     assert main(["bench", "--quick"]) == 2
     assert "failed to load: SyntaxError: bad syntax" in capsys.readouterr().err
+    assert main(["eval"]) == 2
+    assert "failed to load: ModuleNotFoundError" in capsys.readouterr().err
+
+
+def test_exit_codes_and_int_options_have_one_home():
+    from diffcut_gpu.cli import eval as eval_cli
+    from diffcut_gpu.cli import options, summary
+
+    assert (eval_cli.EXIT_OK, eval_cli.EXIT_USAGE) == (summary.EXIT_OK, summary.EXIT_USAGE) == (0, 2)
+    assert eval_cli._positive is options.positive_int
+    assert "EXIT_USAGE =" not in Path(eval_cli.__file__).read_text()
 
 
 def test_module_run_is_the_handler(monkeypatch):

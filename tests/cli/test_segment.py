@@ -23,7 +23,7 @@ DINOV2 = SHARED / "models" / "dinov2-small"
 
 
 def summary(out: Path) -> dict:
-    return json.loads((out / "summary.json").read_text())
+    return json.loads((out / MANIFEST_DIR / "summary.json").read_text())
 
 
 def labels_png(path: Path) -> np.ndarray:
@@ -235,7 +235,7 @@ def test_formats_and_short_side(tmp_path, tiny_vit):
     opts = ["--formats", "npy,png16", "--resize", "short", "--resolution", "56", "-b", "2"]
     assert main(["segment", str(src), "--out", str(out), *tiny_args(tiny_vit), *opts]) == 0
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "summary.json", "tall.labels.npy", "tall.labels.png", "wide.labels.npy", "wide.labels.png",
+        "tall.labels.npy", "tall.labels.png", "wide.labels.npy", "wide.labels.png",
     ]
     np.testing.assert_array_equal(np.load(out / "wide.labels.npy"), labels_png(out / "wide.labels.png"))
     assert np.load(out / "tall.labels.npy").shape == (112, 56)

@@ -72,3 +72,17 @@ def test_out_dir_inside_input_is_skipped(tmp_path):
 def test_exception():
     with pytest.raises(ValueError, match="limit: expected a non-negative"):
         discover_inputs(["."], limit=-1)
+
+
+@pytest.mark.parametrize("recursive", [False, True])
+def test_broken_symlink_is_kept_to_be_reported(tmp_path, recursive):
+    touch(tmp_path, "a.png")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    found = discover_inputs([tmp_path], recursive=recursive)
+    assert [it.key for it in found.items] == ["a", "gone"]
+
+
+def test_key_never_lands_in_the_run_folder(tmp_path):
+    touch(tmp_path, ".manifest/summary.png", "x/.manifest/b.png")
+    found = discover_inputs([str(tmp_path / ".*" / "*.png"), str(tmp_path / "x" / ".*" / "*.png")])
+    assert sorted(it.key for it in found.items) == ["_.manifest/b", "_.manifest/summary"]

@@ -38,3 +38,22 @@ def test_empty(tmp_path):
 def test_exception(tmp_path):
     with pytest.raises(ValueError, match="rank: expected a non-negative int"):
         Manifest(tmp_path, rank=-1)
+
+
+def test_try_append_keeps_the_first_failure(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    m = Manifest(tmp_path)
+    assert m.try_append({"key": "a"}) and m.error is None
+    calls = []
+
+    def full(record):
+        calls.append(record)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(m, "append", full)
+    assert not m.try_append({"key": "b"}) and not m.try_append({"key": "c"})
+    assert len(calls) == 1 and "No space left" in m.error and "rank-0.jsonl" in m.error
+    m.close()
+    assert [r["key"] for r in read_manifest(tmp_path)] == ["a"]

@@ -15,6 +15,7 @@ from diffcut_gpu.io import (
     label_colors,
     label_png_bytes,
     output_paths,
+    outputs_complete,
     outputs_exist,
     overlay,
     write_outputs,
@@ -131,3 +132,19 @@ def test_exception():
         overlay(np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.int64))
     with pytest.raises(ValueError, match="record: expected"):
         write_outputs({"json": "x.json"}, np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.int64))
+
+
+@pytest.mark.parametrize("fmt", ["overlay", "png16", "npy", "json"])
+@pytest.mark.parametrize("damage", ["empty", "half", "one byte short"])
+def test_outputs_complete_rejects_damaged_files(tmp_path, fmt, damage):
+    labels = random_labels(seed=7)
+    image = np.zeros((*labels.shape, 3), dtype=np.uint8)
+    paths = output_paths(tmp_path, "img", ["overlay", "png16", "npy", "json"])
+    write_outputs(paths, image, labels, {"tree": [{"id": 0}]})
+    assert outputs_complete(paths)
+    data = paths[fmt].read_bytes()
+    cut = {"empty": 0, "half": len(data) // 2, "one byte short": len(data) - 1}[damage]
+    paths[fmt].write_bytes(data[:cut])
+    assert outputs_exist(paths) and not outputs_complete(paths)
+    paths[fmt].unlink()
+    assert not outputs_complete(paths)

@@ -301,3 +301,52 @@ def test_from_pretrained_local_snapshot(tmp_path, xl):
     )  # the VP noising formula, whatever the pipeline ships
     out = bb(_images())
     assert out.attention.shape == (2, 64, 64) and out.grid == (8, 8)
+
+
+def test_snapshot_without_text_encoder_says_prompt_embeds(tmp_path):
+    import shutil
+
+    _write_snapshot(tmp_path, xl=False)
+    shutil.rmtree(tmp_path / "text_encoder")
+    shutil.rmtree(tmp_path / "tokenizer")
+    with pytest.raises(OSError) as err:
+        DiffusionBackbone.from_pretrained(tmp_path, device="cpu", local_files_only=True)
+    msg = str(err.value)
+    assert "prompt_embeds" in msg and "text_encoder/" in msg and str(tmp_path) in msg
+    assert "download" not in msg  # a local folder is never to be downloaded
+    cross = load_config("unet_tiny")["cross_attention_dim"]
+    bb = DiffusionBackbone.from_pretrained(tmp_path, device="cpu", local_files_only=True,
+                                           prompt_embeds=torch.zeros(1, 77, cross))
+    assert bb(_images()).attention.shape == (2, 64, 64)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # huggingface_hub deprecation noise
+def test_local_folder_errors_never_suggest_downloading_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError) as err:
+        DiffusionBackbone.from_pretrained(tmp_path / "gone")
+    assert "download" not in str(err.value) and "does not exist" in str(err.value)
+    (tmp_path / "unet").mkdir()  # a folder, but not a snapshot
+    with pytest.raises(OSError) as err:
+        DiffusionBackbone.from_pretrained(tmp_path)
+    msg = str(err.value)
+    assert "download" not in msg and "model_index.json, unet/" in msg and f"--model-path {tmp_path}" in msg
+    with pytest.raises(OSError, match="huggingface-cli download no-such-org/x"):  # a hub name: yes
+        DiffusionBackbone.from_pretrained("no-such-org/x", local_files_only=True)
+
+
+def test_vit_folder_points_to_the_vit_backbone(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=64, patch_size=14, image_size=28)
+    transformers.Dinov2Model(config).save_pretrained(tmp_path)
+    with pytest.raises(OSError, match="backbone='vit'") as err:
+        DiffusionBackbone.from_pretrained(tmp_path)
+    assert "dinov2" in str(err.value) and "download" not in str(err.value)
+
+
+def test_size_multiple(backbone):
+    # vae_tiny halves once per extra block; the UNet strides by 2 per extra down block
+    vae = 2 ** (len(backbone.vae.config.block_out_channels) - 1)
+    unet = 2 ** (len(backbone.unet.config.down_block_types) - 1)
+    assert backbone.size_multiple == vae * unet

@@ -214,3 +214,29 @@ class TestDinov2Small:
     def test_reads_preprocessor_stats(self, backbone):
         torch.testing.assert_close(backbone.mean.flatten(), torch.tensor(IMAGENET_MEAN), atol=1e-6, rtol=0)
         torch.testing.assert_close(backbone.std.flatten(), torch.tensor(IMAGENET_STD), atol=1e-6, rtol=0)
+
+
+def test_loading_messages(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        ViTBackbone.from_pretrained(tmp_path / "gone")
+    assert "does not exist" in str(err.value) and "download" not in str(err.value)
+    with pytest.raises(OSError) as err:
+        ViTBackbone.from_pretrained(tmp_path)  # a folder without a checkpoint
+    assert "download" not in str(err.value) and "config.json" in str(err.value)
+    (tmp_path / "model_index.json").write_text("{}")
+    with pytest.raises(OSError, match="backbone='diffusion'"):
+        ViTBackbone.from_pretrained(tmp_path)
+
+
+def test_size_multiple_and_shared_attention_helper():
+    from diffcut_gpu.attention import hf_attention_to_transition
+
+    model = tiny_dinov2(registers=2)
+    backbone = ViTBackbone(model, layers=(-2, -1))
+    assert backbone.size_multiple == backbone.patch_size
+    images = torch.rand(1, 3, 32, 32)
+    out = backbone(images)
+    with torch.no_grad():
+        raw = model(backbone.preprocess(images), output_attentions=True)
+    ref = hf_attention_to_transition(raw.attentions, num_special_tokens=3, layers=(-2, -1))
+    torch.testing.assert_close(out.attention, ref, rtol=0, atol=0)

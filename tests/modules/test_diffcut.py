@@ -54,6 +54,36 @@ def test_exception():
         DiffCut.from_pretrained("x", backbone="resnet")
 
 
+class CountingBackbone(TwoRegionBackbone):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, images):
+        self.calls += 1
+        return super().forward(images)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_bad_pixels_fail_before_the_backbone(bad):
+    backbone = CountingBackbone()
+    images = torch.rand(2, 3, 16, 16)
+    images[1, 0, 3, 4] = bad
+    with pytest.raises(ValueError, match="images: expected finite values"):
+        DiffCut(backbone)(images)
+    with pytest.raises(ValueError, match="images: expected a float tensor"):
+        DiffCut(backbone)(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
+    assert backbone.calls == 0
+
+
+def test_output_repr_shows_shapes_not_values():
+    out = DiffCut(TwoRegionBackbone(), min_size=2)(torch.rand(2, 3, 64, 64))
+    text = repr(out)
+    assert "tensor(" not in text and len(text) < 300, text
+    assert text.startswith("DiffCutOutput(labels=Tensor(2, 64, 64) int64 cpu, token_labels=Tensor(2, 8, 8)")
+    assert "tensor(" not in repr(TwoRegionBackbone()(torch.rand(1, 3, 8, 8)))
+
+
 def _tiny_diffusion():
     pytest.importorskip("diffusers")
     from diffcut_gpu.models.diffusion import DiffusionBackbone, load_config
