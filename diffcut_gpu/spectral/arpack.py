@@ -72,8 +72,7 @@ class _Graph:
         return self.s * torch.mv(self.W, torch.from_numpy(self.s * x)).numpy()
 
     def residual(self, mu: float, v: np.ndarray, shift: float) -> float:
-        """||A' v - mu v||_2 (A' = A - shift u0 u0^T) for unit v: in W's dtype, again in float64 when
-        that is not clearly below... anything (the caller compares it with tol)."""
+        """||A' v - mu v||_2 (A' = A - shift u0 u0^T) for unit v float64, the product in W's dtype."""
         x = v.astype(self.s.dtype)
         r = self.product(x).astype(np.float64) - shift * self.u64 * (self.u64 @ v) - mu * v
         return float(np.linalg.norm(r))
@@ -87,6 +86,7 @@ class _Graph:
         return float(np.linalg.norm(r))
 
     def as64(self) -> _Graph:
+        """The same graph with W in float64 (products in float64)."""
         other = object.__new__(_Graph)
         other.W, other.s64, other.u64, other.s, other.u0 = self.W.double(), self.s64, self.u64, self.s64, self.u64
         return other
