@@ -74,7 +74,57 @@ def plot_recursive(data: dict, out: Path) -> Path:
     return out
 
 
+def _bars(title: str, labels: list[str], series: dict[str, list[float]], ylabel: str, out: Path,
+          log: bool = False) -> Path:
+    """Grouped bars: one group per label, one bar per series."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.4 * len(labels) + 3, 4))
+    width = 0.8 / len(series)
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar([g + i * width for g in range(len(labels))], values, width, label=name)
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(labels))], labels, fontsize=8)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_pamr(data: dict, out: Path) -> Path:
+    rows = data["rows"]
+    return _bars("PAMR, one BSDS image (1 thread, process CPU time)", [r["image"] for r in rows],
+                 {"unfold + einsum (before)": [r["unfold_s"] for r in rows],
+                  "shifted multiply-adds (now)": [r["shifted_s"] for r in rows]}, "seconds", out)
+
+
+def plot_stationary(data: dict, out: Path) -> Path:
+    rows = data["rows"]
+    return _bars("Stationary distribution, N = 1024 (1 thread, process CPU time)",
+                 [f"{r['dtype']} B={r['B']}" for r in rows],
+                 {"float64 LU (before)": [r["lu_ms_per_image"] for r in rows],
+                  "mixed-precision GMRES (now)": [r["gmres_ms_per_image"] for r in rows],
+                  "public call incl. input checks": [r["public_call_ms_per_image"] for r in rows]},
+                 "ms per image", out)
+
+
+def plot_oversubscribed(data: dict, out: Path) -> Path:
+    rows = data["rows"]
+    loads = sorted({r["hogs"] for r in rows})
+    configs = list(dict.fromkeys(r["config"] for r in rows))
+    series = {c: [next(r["wall_s"] for r in rows if r["hogs"] == h and r["config"] == c) for h in loads]
+              for c in configs}
+    return _bars("RWNCut.segment on 8 images, 1024 tokens (wall time)", [f"{h} busy processes" for h in loads],
+                 series, "seconds (median)", out)
+
+
 PLOTTERS = {
+    "bench_pamr.json": plot_pamr,
+    "bench_stationary.json": plot_stationary,
+    "bench_oversubscribed.json": plot_oversubscribed,
     "bench_fiedler.json": plot_fiedler,
     "bench_recursive.json": plot_recursive,
     "bench_recursive_1thread.json": plot_recursive,

@@ -15,11 +15,14 @@ from ..io import FORMATS
 __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_RESOLUTION",
+    "DTYPE_HELP",
+    "THREADS_HELP",
     "THRESHOLD_NAMES",
     "diffcut_kwargs",
     "dtype_arg",
     "formats_arg",
     "positive_int",
+    "threads_arg",
     "threshold_arg",
 ]
 
@@ -74,6 +77,34 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
     return value
+
+
+THREADS_HELP = (
+    "torch threads for the backbone: a count, or 'auto' (default: the CPUs this process may use less the "
+    "1-minute load average, at least 1, at most the physical cores). The spectral stage (graph, cuts, "
+    "upsampling) always runs on 1 thread: its small operations only lose to thread wake-ups, badly so "
+    "on a busy machine"
+)
+
+
+def threads_arg(text: str) -> int | None:
+    """``--threads``: a positive count, or ``auto`` (None: ``diffcut_gpu._threads.auto_threads``)."""
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value}")
+    return value
+
+
+DTYPE_HELP = (
+    "auto, float32, float16 or bfloat16 (auto: float16 for diffusion on CUDA, else the checkpoint's). "
+    "On CPU, bfloat16 pays only where the CPU computes in bfloat16 natively (AVX512-BF16 or AMX); "
+    "elsewhere it is several times slower (docs/benchmarks.md)"
+)
 
 
 def dtype_arg(text: str) -> str:

@@ -17,18 +17,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._threads import set_threads
 from ..io import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, Manifest, discover_inputs
 from ..models._loading import first_line
 from .distributed import DistContext, init_distributed
 from .options import (
     DEFAULT_MODEL,
     DEFAULT_RESOLUTION,
+    DTYPE_HELP,
+    THREADS_HELP,
     THRESHOLD_NAMES,
     diffcut_kwargs,
     dtype_arg,
     formats_arg,
     non_negative_int,
     positive_int,
+    threads_arg,
     threshold_arg,
     torch_dtype,
 )
@@ -68,9 +72,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    f"diffusion, {DEFAULT_MODEL['vit']} for vit)")
     m.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available; cuda:LOCAL_RANK "
                    "under torchrun)")
-    m.add_argument("--dtype", type=dtype_arg, default="auto",
-                   help="auto, float32, float16 or bfloat16 (auto: float16 for diffusion on CUDA, else the "
-                   "checkpoint's)")
+    m.add_argument("--dtype", type=dtype_arg, default="auto", help=DTYPE_HELP)
+    m.add_argument("--threads", type=threads_arg, default=None, metavar="N", help=THREADS_HELP)
     m.add_argument("--resolution", type=positive_int, metavar="PIXELS",
                    help="processing size (default: 448 for vit, 1024 for diffusion)")
     m.add_argument("--resize", choices=("square", "short"), default="square",
@@ -206,6 +209,7 @@ def _segment(args: argparse.Namespace, dist: DistContext) -> int:
     start = time.time()
     check_options(args)
     _check_out_apart(args.paths, args.out)
+    threads = set_threads(getattr(args, "threads", None))
     _prepare_out_dir(args.out)
     found = discover_inputs(args.paths, recursive=args.recursive, limit=args.limit, out_dir=args.out)
     if not found.items and not found.missing:
@@ -226,7 +230,7 @@ def _segment(args: argparse.Namespace, dist: DistContext) -> int:
     log = _log
     if not args.quiet and dist.is_main:
         log(f"{plan.total} inputs: {plan.skipped} already finished, {plan.pending} to do on "
-            f"{dist.world_size} process(es); outputs in {args.out}")
+            f"{dist.world_size} process(es) ({threads} backbone thread(s)); outputs in {args.out}")
 
     stats = RankStats(rank=dist.rank)
     if plan.mine:  # nothing to do (all finished): the model is not even loaded

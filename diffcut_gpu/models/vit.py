@@ -5,7 +5,7 @@
 
 ``P`` is the attention of the chosen layers, averaged over heads and then over layers, restricted to
 the patch tokens (the CLS token and any register tokens removed) and renormalised so every row sums
-to 1:
+to 1 (the softmax of a recorded layer is taken in float32 whatever the model's dtype):
 
     A = mean_l mean_k softmax(Q_lk K_lk^T / sqrt(d))        # (B, S + N, S + N), S special tokens
     P = A[:, S:, S:] / A[:, S:, S:].sum(-1, keepdim=True)   # (B, N, N)
@@ -40,6 +40,61 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _HOLDS = "a local transformers checkpoint (config.json + weights), e.g. ../shared/models/dinov2-small"
 _RANGE_SLACK = 1e-3  # inputs may overshoot [0, 1] by this much (resampling round-off)
+
+_SELECTIVE = "diffcut_gpu_selective"
+"""Name of the attention function `ViTBackbone` registers with transformers' ``AttentionInterface``."""
+
+
+def _selective_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """Attention that computes probabilities only where they are used.
+
+    ``module._diffcut_record`` (set by `ViTBackbone.forward` on the blocks of the model) picks the mode:
+    a list: a used layer, its head-averaged probabilities (softmax in float32 or wider) are appended; False:
+    an unused layer, fused ``scaled_dot_product_attention`` (no (B, heads, S, S) tensor); absent (the
+    model called directly, e.g. with ``output_attentions=True``): plain eager attention, probabilities
+    returned, as transformers' own eager path.
+    """
+    record = getattr(module, "_diffcut_record", None)
+    if record is False:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    if record is None:
+        probs = F.dropout(F.softmax(scores, dim=-1), p=dropout, training=module.training)
+        return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
+    probs = F.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
+    record.append(probs.mean(dim=1))
+    return torch.matmul(probs.to(value.dtype), value).transpose(1, 2).contiguous(), None
+
+
+def _blocks(model: nn.Module, num_layers: int) -> nn.ModuleList | None:
+    """The model's list of transformer blocks (the first ModuleList with one entry per layer)."""
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == num_layers:
+            return module
+    return None
+
+
+def _use_selective_attention(model: nn.Module, num_layers: int) -> nn.ModuleList | None:
+    """Switch ``model`` to `_selective_attention`; its blocks, or None where transformers cannot (then the
+    caller falls back to eager attention with ``output_attentions``)."""
+    blocks = _blocks(model, num_layers)
+    if blocks is None or not hasattr(model, "set_attn_implementation"):
+        return None
+    try:
+        from transformers import AttentionInterface
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward  # noqa: F401
+
+        AttentionInterface.register(_SELECTIVE, _selective_attention)
+        model.set_attn_implementation(_SELECTIVE)
+    except (ImportError, ValueError, AttributeError, TypeError):
+        return None
+    return blocks
 
 
 def _import_transformers():
@@ -174,7 +229,9 @@ class ViTBackbone(nn.Module):
         self.register_buffer("mean", mean_t, persistent=False)
         self.register_buffer("std", std_t, persistent=False)
 
-        if getattr(config, "_attn_implementation", "eager") != "eager":  # only eager returns probabilities
+        # Probabilities only for the used layers, fused SDPA elsewhere; else eager everywhere.
+        self._blocks = _use_selective_attention(model, num_layers)
+        if self._blocks is None and getattr(config, "_attn_implementation", "eager") != "eager":
             if hasattr(model, "set_attn_implementation"):
                 model.set_attn_implementation("eager")
             else:  # transformers < 4.48
@@ -272,13 +329,7 @@ class ViTBackbone(nn.Module):
         self._check_images(images)
         pixels = self.preprocess(images)
         h, w = pixels.shape[-2] // self.patch_size, pixels.shape[-1] // self.patch_size
-        out = self.model(
-            pixels,
-            output_attentions=True,
-            output_hidden_states=self.feature_layer is not None,
-            **self._interpolate_kw,
-        )
-        attentions = out.attentions
+        out, attentions = self._run(pixels)
         if not attentions:
             raise RuntimeError(
                 "model returned no attention probabilities; it must run with eager attention "
@@ -290,8 +341,9 @@ class ViTBackbone(nn.Module):
                 f"model returned {attentions[0].shape[-1]} tokens, expected {s} special + {h}x{w} patch "
                 f"tokens; is config.num_register_tokens right?"
             )
-        # Heads, then layers averaged; special tokens dropped; rows renormalised (one helper for everyone).
-        attention = hf_attention_to_transition(attentions, num_special_tokens=s, layers=self.layers)
+        # Used layers only, heads already averaged by _run: one (B, 1, T, T) map per layer for the shared
+        # helper, which averages the layers, drops the special tokens and renormalises the rows.
+        attention = hf_attention_to_transition([a.unsqueeze(1) for a in attentions], num_special_tokens=s)
         dtype = attention.dtype
 
         hidden = (
@@ -301,6 +353,27 @@ class ViTBackbone(nn.Module):
         )
         features = hidden[:, s:].to(dtype).contiguous()
         return BackboneOutput(attention=attention, features=features, grid=(h, w))
+
+    def _run(self, pixels: Tensor) -> tuple[object, list[Tensor]]:
+        """Model output and the head-averaged attention (B, S + N, S + N) of each used layer."""
+        kw = dict(output_hidden_states=self.feature_layer is not None, **self._interpolate_kw)
+        if self._blocks is None:  # eager fallback: every layer's probabilities, keep the used ones
+            out = self.model(pixels, output_attentions=True, **kw)
+            return out, [out.attentions[i].mean(dim=1) for i in self.layers] if out.attentions else []
+        num = len(self._blocks)
+        used = sorted({i % num for i in self.layers})
+        records: dict[int, list[Tensor]] = {i: [] for i in used}
+        try:
+            for i, block in enumerate(self._blocks):
+                for module in block.modules():
+                    module._diffcut_record = records[i] if i in records else False
+            out = self.model(pixels, **kw)
+        finally:
+            for block in self._blocks:
+                for module in block.modules():
+                    module.__dict__.pop("_diffcut_record", None)
+        # A layer listed twice in ``layers`` counts twice, as in the plain average.
+        return out, [records[i % num][0] for i in self.layers if records[i % num]]
 
     def extra_repr(self) -> str:
         return (

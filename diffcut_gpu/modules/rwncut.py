@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_grid, check_tensor
+from .._threads import single_threaded
 from ..attention.hf import attention_to_transition
 from ..models.output import short_repr
 from ..spectral import (
@@ -160,6 +161,7 @@ class RWNCut(nn.Module):
         return W, features
 
     @torch.no_grad()
+    @single_threaded()  # thousands of small ops: a thread pool only adds wake-ups (diffcut_gpu/_threads.py)
     def segment(
         self,
         x: Tensor,

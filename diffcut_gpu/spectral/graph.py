@@ -27,22 +27,28 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def stationary_distribution(P: Tensor, *, tol: float = 1e-10, max_iter: int = 10_000) -> Tensor:
+def stationary_distribution(P: Tensor, *, tol: float = 1e-12, max_iter: int = 10_000) -> Tensor:
     """Stationary distribution of a batch of row-stochastic matrices.
 
     Args:
-        P: (B, N, N) transition matrices, rows sum to 1.
-        tol: L1 tolerance on ||pi P - pi||_1 (never below what the precision of P allows).
-        max_iter: most power-iteration steps of the fallback.
+        P: (B, N, N) transition matrices, rows sum to 1 (to the precision of their dtype, or of the data
+            they were computed from: a float64 copy of float32 attention is fine).
+        tol: L1 tolerance on ||pi P - pi||_1 / ||pi||_1 (never below what float64 allows, 64 eps sqrt(N)).
+        max_iter: most power-iteration steps of the last-resort fallback.
 
     Returns:
         pi: (B, N), non-negative, sums to 1, pi^T P = pi^T.
 
-    For an irreducible chain, pi solves the non-singular system pi^T (I - P + 1 1^T) = 1^T: one batched
-    LU solve in float64 (cheap next to the eigen-solves that follow). Chains whose system is singular
-    (reducible: disconnected graphs) or whose solution is not a distribution fall back to power iteration
-    on the lazy walk (I + P) / 2, started from the uniform distribution, which converges to a valid
-    stationary distribution in every case.
+    The chain is first copied to float64 with its rows renormalised to sum to 1, so that float32 data (or
+    float64 data computed in float32) is an exactly stochastic chain in float64 and its residual can be
+    judged at float64 precision. pi then solves pi^T (I - P) + (1^T pi) 1^T / N = 1^T / N, a non-singular
+    system for an irreducible chain, by mixed-precision restarted GMRES: float32 Krylov sweeps corrected
+    by float64 residuals, started from the column sums 1^T P / N (one walk step from uniform). On
+    attention graphs (second eigenvalue ~0.6-0.7) it converges in 2-3 sweeps of 10 float32 products, ~10x
+    cheaper than the dense float64 LU. Chains it does not solve to ``tol`` go to the LU solve of the same
+    system, and chains whose system is singular (reducible: disconnected graphs) or whose LU solution is
+    not a distribution fall back to power iteration on the lazy walk (I + P) / 2, started from the
+    uniform distribution, which converges to a valid stationary distribution in every case.
     """
     check_transition("P", P, min_nodes=1)
     dtype = _compute_dtype(P)
@@ -50,22 +56,101 @@ def stationary_distribution(P: Tensor, *, tol: float = 1e-10, max_iter: int = 10
     if b == 0:
         return P.new_zeros((0, n), dtype=dtype)
     p64 = P.to(torch.float64)
-    eye = torch.eye(n, dtype=torch.float64, device=P.device)
+    inv_rows = 1.0 / p64.sum(-1)  # the chain is diag(inv_rows) P: exactly stochastic in float64
+    p32 = P if P.dtype == torch.float32 else P.to(torch.float32)
+    limit = max(tol, 64 * torch.finfo(torch.float64).eps * n**0.5)
+    pi, residual = _stationary_gmres(p64, p32, inv_rows, limit)
+    ok = residual <= limit
+    if not bool(ok.all()):
+        todo = (~ok).nonzero().squeeze(1)
+        chains = p64[todo] * inv_rows[todo].unsqueeze(-1)
+        pi[todo] = _stationary_lu(chains, limit, tol, max_iter)
+    pi = pi.clamp_min(0)
+    return (pi / pi.sum(-1, keepdim=True)).to(dtype)
+
+
+def _left(x: Tensor, P: Tensor, inv_rows: Tensor) -> Tensor:
+    """x^T diag(inv_rows) P for row vectors x (B, N): one step of the row-renormalised walk."""
+    return torch.bmm((x * inv_rows).unsqueeze(1), P).squeeze(1)
+
+
+def _residual_l1(P: Tensor, pi: Tensor, inv_rows: Tensor | None = None) -> Tensor:
+    """||pi^T diag(inv_rows) P - pi^T||_1 / ||pi||_1 per chain (B,) (inv_rows None: P as given)."""
+    step = torch.bmm(pi.unsqueeze(1), P).squeeze(1) if inv_rows is None else _left(pi, P, inv_rows)
+    return (step - pi).abs().sum(-1) / pi.abs().sum(-1)
+
+
+GMRES_STEPS = 10
+"""Krylov dimension of one float32 sweep: reduces the residual ~1e-6x on attention graphs."""
+
+GMRES_SWEEPS = 4
+"""Most sweeps (each corrected by a float64 residual) before the LU fallback."""
+
+
+def _stationary_gmres(P: Tensor, p32: Tensor, inv_rows: Tensor, limit: float) -> tuple[Tensor, Tensor]:
+    """pi (B, N) float64 by restarted mixed-precision GMRES on pi^T M = 1^T / N, M = I - P + 1 1^T / N, and
+    its L1 residual (B,). The rank-one term moves the eigenvalue 0 of I - P to 1 without touching the
+    others (1 is P's right eigenvector), so M is non-singular for an irreducible chain. Every chain runs
+    the same number of sweeps until all pass ``limit`` (a chain's answer does not depend on its batch:
+    every operation is per chain). P (B, N, N) float64 and p32 its float32 copy (the same object for
+    float32 input), inv_rows (B, N) float64 the reciprocal row sums of the chain diag(inv_rows) P."""
+    b, n, _ = P.shape
+    inv32 = inv_rows.to(torch.float32)
+    x = _left(P.new_full((b, n), 1.0 / n), P, inv_rows)  # 1^T P / N, one walk step from uniform
+    step = _left(x, P, inv_rows)
+    residual = (step - x).abs().sum(-1) / x.abs().sum(-1)
+    for _ in range(GMRES_SWEEPS):
+        if bool((residual <= limit).all()):
+            break
+        r = 1.0 / n - (x - step + x.sum(-1, keepdim=True) / n)  # float64 residual of x^T M = 1^T / N
+        scale = r.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+        d = _gmres32(p32, inv32, (r / scale).to(torch.float32), GMRES_STEPS)
+        x = x + scale * d.to(torch.float64)
+        step = _left(x, P, inv_rows)
+        residual = (step - x).abs().sum(-1) / x.abs().sum(-1)
+    return x, torch.where(torch.isfinite(residual), residual, torch.inf)
+
+
+def _gmres32(P: Tensor, inv_rows: Tensor, r: Tensor, steps: int) -> Tensor:
+    """GMRES(steps) from 0 for d^T M = r^T (row vectors, float32, batched): the correction of one sweep."""
+    b, n, _ = P.shape
+    V = r.new_zeros(b, steps + 1, n)
+    H = r.new_zeros(b, steps + 1, steps)
+    beta = r.norm(dim=-1)
+    tiny = torch.finfo(r.dtype).tiny
+    V[:, 0] = r / beta.clamp_min(tiny).unsqueeze(-1)
+    for j in range(steps):
+        v = V[:, j]
+        w = v - _left(v, P, inv_rows) + v.sum(-1, keepdim=True) / n
+        basis = V[:, : j + 1]
+        for _ in range(2):  # classical Gram-Schmidt, twice
+            c = torch.bmm(basis, w.unsqueeze(-1))
+            w = w - torch.bmm(c.transpose(1, 2), basis).squeeze(1)
+            H[:, : j + 1, j] += c.squeeze(-1)
+        h = w.norm(dim=-1)
+        H[:, j + 1, j] = h
+        V[:, j + 1] = w / h.clamp_min(tiny).unsqueeze(-1)
+    e1 = r.new_zeros(b, steps + 1, 1)
+    e1[:, 0, 0] = beta
+    y = torch.linalg.lstsq(H.double(), e1.double()).solution.to(r.dtype)  # (b, steps, 1)
+    return torch.bmm(y.transpose(1, 2), V[:, :steps]).squeeze(1)
+
+
+def _stationary_lu(p64: Tensor, limit: float, tol: float, max_iter: int) -> Tensor:
+    """pi (B, N) float64 from the LU solve of pi^T (I - P + 1 1^T) = 1^T, power iteration where it fails."""
+    b, n, _ = p64.shape
+    eye = torch.eye(n, dtype=torch.float64, device=p64.device)
     system = (eye - p64 + 1.0).transpose(-1, -2)
-    rhs = torch.ones(b, n, 1, dtype=torch.float64, device=P.device)
+    rhs = torch.ones(b, n, 1, dtype=torch.float64, device=p64.device)
     try:
         sol, info = _solve_batch(system, rhs)
     except RuntimeError:  # a LAPACK failure: take the robust path
-        return _power_iteration(p64, tol=tol, max_iter=max_iter).clamp_min(0).to(dtype)
+        return _power_iteration(p64, tol=tol, max_iter=max_iter)
     pi = sol.squeeze(-1)
-    residual = (torch.bmm(pi.unsqueeze(1), p64).squeeze(1) - pi).abs().sum(-1)
-    # The rows of P sum to 1 only to the precision of its dtype, and so does pi^T P = pi^T.
-    limit = max(tol, 64 * torch.finfo(P.dtype).eps * n**0.5)
-    ok = (info == 0) & torch.isfinite(pi).all(-1) & (pi > -limit).all(-1) & (residual < limit)
+    ok = (info == 0) & torch.isfinite(pi).all(-1) & (pi > -limit).all(-1) & (_residual_l1(p64, pi) <= limit)
     if not bool(ok.all()):
         pi = torch.where(ok.unsqueeze(-1), pi, _power_iteration(p64, tol=tol, max_iter=max_iter))
-    pi = pi.clamp_min(0)
-    return (pi / pi.sum(-1, keepdim=True)).to(dtype)
+    return pi
 
 
 def _solve_batch(system: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:

@@ -18,6 +18,7 @@ from diffcut_gpu import (
     stationary_distribution,
     symmetrize,
 )
+from diffcut_gpu.spectral import graph
 from tests.conftest import attention_like, planted_attention
 
 
@@ -50,8 +51,53 @@ class TestStationary:
         assert torch.allclose(pi.sum(-1), torch.ones(1, dtype=pi.dtype))
         assert torch.allclose((pi.unsqueeze(1) @ P).squeeze(1), pi, atol=1e-8)
 
+    @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+    def test_gmres_path_residual(self, monkeypatch, dtype):
+        """Attention-like chains are solved by the mixed-precision GMRES alone, to float64-level residual
+        (1e-12) for float64 input and 1e-6 in float32 for float32 input."""
+
+        def no_lu(*args, **kwargs):
+            raise AssertionError("the LU fallback must not be needed")
+
+        monkeypatch.setattr(graph, "_stationary_lu", no_lu)
+        P = attention_like(4, 300, seed=21, temperature=4.0, dtype=dtype)
+        pi = stationary_distribution(P)
+        assert pi.dtype == dtype
+        res = (torch.bmm(pi.unsqueeze(1), P).squeeze(1) - pi).abs().sum(-1)
+        assert float(res.max()) <= (1e-12 if dtype == torch.float64 else 1e-6)
+        assert torch.allclose(pi.double(), _pi_ref(P.double()), atol=1e-12 if dtype == torch.float64 else 1e-7)
+
+    def test_float64_from_float32_accepted(self, monkeypatch):
+        """Issue 12: float64 attention computed in float32 (rows off by ~1e-7 in float64 terms) must be
+        solved directly, at float64 precision for its row-renormalised chain, not by 10,000 power steps."""
+
+        def no_power(*args, **kwargs):
+            raise AssertionError("fell back to power iteration")
+
+        monkeypatch.setattr(graph, "_power_iteration", no_power)
+        P32 = attention_like(2, 200, seed=22, dtype=torch.float32)
+        P = P32.double()
+        assert float((P.sum(-1) - 1).abs().max()) > 1e-9  # really off in float64 terms
+        chain = P / P.sum(-1, keepdim=True)
+        for sweeps in (graph.GMRES_SWEEPS, 0):  # the GMRES path, and the LU path on its own
+            monkeypatch.setattr(graph, "GMRES_SWEEPS", sweeps)
+            pi = stationary_distribution(P)
+            assert float((torch.bmm(pi.unsqueeze(1), chain).squeeze(1) - pi).abs().sum(-1).max()) <= 1e-12
+
+    @pytest.mark.parametrize("outside", [1e-4, 1e-8])
+    def test_near_reducible(self, outside):
+        """Blocks that almost never exchange: pi is still found to float64-level residual (GMRES stalls
+        on the tiny spectral gap, the LU fallback solves it)."""
+        P, _ = planted_attention(2, [20, 30, 25], outside=outside, noise=0.3, seed=23)
+        pi = stationary_distribution(P)
+        assert float((torch.bmm(pi.unsqueeze(1), P).squeeze(1) - pi).abs().sum(-1).max()) <= 1e-12
+        assert torch.allclose(pi, _pi_ref(P), atol=1e-9)
+        pi32 = stationary_distribution(P.float())
+        assert float((torch.bmm(pi32.unsqueeze(1), P.float()).squeeze(1) - pi32).abs().sum(-1).max()) <= 1e-6
+
     def test_lapack_failure_falls_back(self, monkeypatch):
         P = attention_like(2, 30, seed=11)
+        monkeypatch.setattr(graph, "GMRES_SWEEPS", 0)  # straight to the LU path
 
         def broken(*args, **kwargs):
             raise RuntimeError("Pivots given to lu_solve must all be greater or equal to 1")
@@ -68,6 +114,7 @@ class TestStationary:
             "from tests.conftest import attention_like\n"
             "torch.set_num_threads(2)\n"
             "P = attention_like(4, 600, seed=7)\n"
+            "graph.GMRES_SWEEPS = 0  # exercise the LU path\n"
             "graph._power_iteration = None  # the fallback must not be needed\n"
             "pi = graph.stationary_distribution(P)\n"
             "print(float((torch.bmm(pi.unsqueeze(1), P).squeeze(1) - pi).abs().max()))\n"

@@ -6,8 +6,38 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from diffcut_gpu.upsample import pamr, pamr_affinity, pamr_labels
+
+
+def pamr_unfold(image, masks, dilations=(1, 2, 4, 8, 12, 24), iters=10, lam=0.1):
+    """Frozen copy of the PAMR this package shipped before the shifted multiply-adds: every tap gathered
+    with ``F.unfold`` into a (B, C, M, H, W) tensor, one einsum per step. The reference the fast path must
+    reproduce (``benchmarks/bench_pamr.py`` times both)."""
+
+    def taps_of(x):
+        b, c, h, w = x.shape
+        out = []
+        for d in dilations:
+            cols = F.unfold(F.pad(x, (d, d, d, d), mode="replicate"), kernel_size=3, dilation=d)
+            out.append(cols.view(b, c, 9, h, w)[:, :, (0, 1, 2, 3, 5, 6, 7, 8)])
+        return torch.cat(out, dim=2)
+
+    img = image.to(torch.promote_types(image.dtype, torch.float32))
+    taps = taps_of(img)
+    sigma = torch.cat([img.unsqueeze(2), taps], dim=2).std(dim=2, correction=0)
+    alpha = (-(taps - img.unsqueeze(2)).abs() / (lam * sigma.unsqueeze(2) + 1e-8)).mean(dim=1).softmax(dim=1)
+    m = masks.to(torch.promote_types(masks.dtype, alpha.dtype))
+    for _ in range(iters):
+        m = torch.einsum("bkmhw,bmhw->bkhw", taps_of(m), alpha)
+    return m
+
+
+def pamr_labels_unfold(image, labels, **kw):
+    """Hard labels through ``pamr_unfold`` (labels 0 .. K-1)."""
+    masks = F.one_hot(labels, int(labels.max()) + 1).permute(0, 3, 1, 2).float()
+    return pamr_unfold(image, masks, **kw).argmax(dim=1)
 
 
 def pamr_ref(image, masks, dilations, iters, lam):
@@ -69,6 +99,28 @@ def test_matches_ref(device, dtype):
     ref = pamr_ref(image, masks, (1, 2, 4), iters=3, lam=0.3)
     tol = 1e-10 if dtype == torch.float64 else 1e-5
     torch.testing.assert_close(out.cpu().double(), ref, atol=tol, rtol=tol)
+
+
+def blocky_image(b, h, w, seed):
+    """Random piecewise-constant colours on a coarse grid, upsampled, with noise: edges like a photo."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(b, 3, h // 8 + 1, w // 8 + 1, generator=g)
+    image = F.interpolate(coarse, size=(h, w), mode="nearest")
+    return (image + 0.05 * torch.rand(b, 3, h, w, generator=g)).clamp(0, 1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_equals_unfold_implementation(seed):
+    """Same output as the unfold + einsum implementation it replaced: probabilities within 1e-6, labels
+    identical (default dilations up to 24, on images larger than them, and one smaller than them)."""
+    for b, h, w, k in ((2, 40, 56, 4), (1, 20, 17, 3)):
+        image = blocky_image(b, h, w, seed)
+        g = torch.Generator().manual_seed(seed + 10)
+        masks = torch.rand(b, k, h, w, generator=g).softmax(dim=1)
+        fast, ref = pamr(image, masks), pamr_unfold(image, masks)
+        torch.testing.assert_close(fast, ref, atol=1e-6, rtol=0)
+        labels = torch.randint(k, (b, h, w), generator=g)
+        assert torch.equal(pamr_labels(image, labels), pamr_labels_unfold(image, labels))
 
 
 def test_affinity_rows_stochastic(device):
