@@ -19,6 +19,7 @@ from ..spectral import (
     reversibilize,
     symmetrize,
 )
+from ..spectral.thresholds import make_policy
 
 Source = Literal["auto", "attention", "features", "both"]
 GraphKind = Literal["reversible", "symmetric", "rows"]
@@ -26,12 +27,41 @@ GraphKind = Literal["reversible", "symmetric", "rows"]
 
 @dataclass
 class RWNCutOutput:
-    """Everything one call produced: token labels, pixel labels (if asked) and the hierarchy."""
+    """Everything one call produced: token labels, pixel labels (if asked) and the hierarchy.
+
+    ``labels_at(tau)`` and ``labels_for_count(K)`` re-cut the kept hierarchy and return labels at the
+    same resolution as ``labels`` (pixels when an output size was given, else tokens), without running
+    the backbone or the recursion again.
+    """
 
     token_labels: Tensor  # (B, h, w) int64
     labels: Tensor | None  # (B, H, W) int64 when an output size was given
     segmentation: Segmentation
     graph: Tensor  # (B, N, N) the graph that was cut
+    output_size: tuple[int, int] | None = None
+    upsample: str = "nearest"
+    features: Tensor | None = None  # (B, N, C) token features used by concept upsampling
+    image: Tensor | None = None  # (B, 3, H, W) for PAMR refinement
+    refine: bool = False
+
+    def labels_at(self, tau: float | Tensor) -> Tensor:
+        """Labels at threshold ``tau`` (scalar or (B,)): (B, H, W) pixels, or (B, h, w) tokens."""
+        return self._to_output(self.segmentation.labels_at(tau))
+
+    def labels_for_count(self, segments: int | Tensor) -> Tensor:
+        """Labels with ``segments`` segments per image (needs the full hierarchy: ``segments=`` or
+        ``full_hierarchy=True`` at the call): (B, H, W) pixels, or (B, h, w) tokens."""
+        return self._to_output(self.segmentation.labels_for_count(segments))
+
+    def _to_output(self, flat: Tensor) -> Tensor:
+        tokens = flat.view(self.token_labels.shape)
+        if self.output_size is None:
+            return tokens
+        from ..upsample import upsample_labels
+
+        mode = self.upsample if (self.upsample != "concept" or self.features is not None) else "nearest"
+        return upsample_labels(tokens, self.output_size, mode=mode, features=self.features, image=self.image,
+                               refine=self.refine)
 
 
 class RWNCut(nn.Module):
@@ -47,6 +77,9 @@ class RWNCut(nn.Module):
         power: k of the power walk P^k (attention only); larger k gives coarser segments.
         alpha: exponent of the min-max cosine affinity (features and "rows").
         threshold: constant tau, "dynamic", a policy name or a ``ThresholdPolicy``.
+        segments: when given, cut the hierarchy into exactly this many segments per image instead
+            (``Segmentation.labels_for_count``; fewer only where the hierarchy has fewer leaves). The
+            recursion then explores the full hierarchy and ``threshold`` is not used.
         min_size, max_depth, method, tol, full_hierarchy: passed to ``recursive_ncut``.
         upsample: "nearest" or "majority" (need nothing) or "concept" (needs token features) for pixel labels.
         refine: PAMR refinement of pixel labels (needs the image).
@@ -70,6 +103,7 @@ class RWNCut(nn.Module):
         power: int = 1,
         alpha: float = 10.0,
         threshold: float | str | ThresholdPolicy = 0.5,
+        segments: int | None = None,
         min_size: int = 4,
         max_depth: int = 8,
         method: str = "auto",
@@ -83,11 +117,14 @@ class RWNCut(nn.Module):
         check_choice("graph", graph, ("reversible", "symmetric", "rows"))
         check_choice("upsample", upsample, ("nearest", "concept", "majority"))
         check_int("power", power, 1)
+        if segments is not None:
+            check_int("segments", segments, 1)
         self.source = source
         self.graph = graph
         self.power = power
         self.alpha = alpha
         self.threshold = threshold
+        self.segments = segments
         self.min_size = min_size
         self.max_depth = max_depth
         self.method = method
@@ -128,6 +165,7 @@ class RWNCut(nn.Module):
         *,
         features: Tensor | None = None,
         image: Tensor | None = None,
+        threshold: float | str | ThresholdPolicy | None = None,
     ) -> RWNCutOutput:
         """Full result: token labels, optional pixel labels, hierarchy and graph.
 
@@ -137,19 +175,23 @@ class RWNCut(nn.Module):
             output_size: (H, W) of the pixel labels, or None for token labels only.
             features: (B, N, C) token features for concept upsampling when ``x`` is attention.
             image: (B, 3, H, W) in [0, 1] for PAMR refinement.
+            threshold: overrides ``self.threshold`` for this call (``DiffCut`` passes its calibrated policy).
         """
         W, own_features = self.build_graph(x, features)
         b, n, _ = W.shape
         h, w = check_grid(grid, n)
+        policy = make_policy(self.threshold if threshold is None else threshold, graph=W)
         seg = recursive_ncut(
             W,
-            threshold=self.threshold,
+            threshold=policy,
             min_size=self.min_size,
             max_depth=self.max_depth,
-            full_hierarchy=self.full_hierarchy,
+            full_hierarchy=True if self.segments is not None else self.full_hierarchy,
             method=self.method,
             tol=self.tol,
         )
+        if self.segments is not None:
+            seg.labels = seg.labels_for_count(self.segments)
         tokens = seg.labels.view(b, h, w)
         pixels = None
         if output_size is not None:
@@ -160,7 +202,17 @@ class RWNCut(nn.Module):
             pixels = upsample_labels(
                 tokens, tuple(output_size), mode=mode, features=feats, image=image, refine=self.refine
             )
-        out = RWNCutOutput(token_labels=tokens, labels=pixels, segmentation=seg, graph=W)
+        out = RWNCutOutput(
+            token_labels=tokens,
+            labels=pixels,
+            segmentation=seg,
+            graph=W,
+            output_size=None if output_size is None else (int(output_size[0]), int(output_size[1])),
+            upsample=self.upsample,
+            features=features if features is not None else own_features,
+            image=image,
+            refine=self.refine,
+        )
         self.last_output = out
         return out
 
@@ -198,6 +250,7 @@ class RWNCut(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"source={self.source}, graph={self.graph}, power={self.power}, threshold={self.threshold!r}, "
+            f"segments={self.segments}, "
             f"min_size={self.min_size}, max_depth={self.max_depth}, upsample={self.upsample}"
         )
 

@@ -27,6 +27,7 @@ docs/results.md for how every policy scores on BSDS500.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -127,6 +128,16 @@ class _PerImagePolicy:
         return f"{type(self).__name__}()"
 
 
+def path_max_ncut(hierarchy: Segmentation) -> Tensor:
+    """(M,) the largest NCut on each node's path from its root (itself included): the node is split at
+    tau exactly when this is below tau (top-down rule)."""
+    value = hierarchy.ncut.to(torch.float64)
+    for depth in range(1, int(hierarchy.level.max()) + 1 if hierarchy.num_nodes else 0):
+        at = hierarchy.level == depth
+        value = torch.where(at, torch.maximum(value, value[hierarchy.parent.clamp_min(0)]), value)
+    return value
+
+
 def midpoint_after(values: Tensor, split: Tensor) -> Tensor:
     """(values[split] + values[split + 1]) / 2 per row."""
     idx = split.unsqueeze(1)
@@ -206,7 +217,16 @@ class NullBoundThreshold:
         bound = torch.full((hierarchy.num_images,), self.bound, dtype=torch.float64, device=hierarchy.ncut.device)
         if self.base is None:
             return bound
-        return torch.minimum(self.base(hierarchy).to(torch.float64), bound)
+        # The base policy sees the significant candidates only, each at the threshold that splits it under
+        # the top-down rule (the largest NCut on its path from the root): the splits it may choose.
+        value = path_max_ncut(hierarchy)
+        value = torch.where(value < self.bound, value, torch.full_like(value, float("inf")))
+        significant = dataclasses.replace(hierarchy, ncut=value)
+        values, count = sorted_candidates(significant)
+        last = values.gather(1, (count - 1).clamp_min(0).unsqueeze(1)).squeeze(1)
+        one_population = (count < 2) | (last - values[:, 0] < FLAT_SPREAD)  # nothing to choose: keep them all
+        tau = torch.minimum(self.base(significant).to(torch.float64), bound)
+        return torch.where(one_population, bound, tau)
 
     def with_bound(self, bound: float) -> NullBoundThreshold:
         """The same policy with another null bound (``DiffCut`` sets the calibrated one)."""
@@ -219,7 +239,7 @@ class NullBoundThreshold:
 #: Name -> policy factory. ``dynamic_extra`` adds the experimental ones at import of ``diffcut_gpu.spectral``.
 #: A factory with ``needs_graph = True`` is called with the graph that is cut (``make_policy(graph=W)``).
 POLICIES: dict[str, Callable[..., ThresholdPolicy]] = {
-    "dynamic": LogOtsuThreshold,
+    "dynamic": NullBoundThreshold,
     "logotsu": LogOtsuThreshold,
     "otsu": OtsuThreshold,
     "gap": LargestGapThreshold,
