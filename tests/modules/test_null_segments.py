@@ -36,8 +36,8 @@ def _image(kind: str, size: int = 224, seed: int = 1) -> torch.Tensor:
         if kind == "object":
             x[:, (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 4) ** 2] = torch.tensor([0.8, 0.2, 0.1])[:, None]
         else:
-            x[:, (yy - size / 2) ** 2 + (xx - size / 4) ** 2 < (size / 7) ** 2] = torch.tensor([0.8, 0.2, 0.1])[:, None]
-            x[:, (yy - size / 2) ** 2 + (xx - 3 * size / 4) ** 2 < (size / 7) ** 2] = torch.tensor([0.1, 0.3, 0.8])[:, None]
+            for cx, color in ((size / 4, [0.8, 0.2, 0.1]), (3 * size / 4, [0.1, 0.3, 0.8])):
+                x[:, (yy - size / 2) ** 2 + (xx - cx) ** 2 < (size / 7) ** 2] = torch.tensor(color)[:, None]
     return x.unsqueeze(0)
 
 

@@ -43,7 +43,7 @@ def test_uncalibrated_is_logotsu_below_one():
 
 
 def test_bound_only_and_with_bound_and_errors():
-    P, truth = planted_attention(1, [30, 40], seed=5)
+    P, _ = planted_attention(1, [30, 40], seed=5)
     W = reversibilize(P)
     seg = recursive_ncut(W, threshold=NullBoundThreshold(0.5, base=None))
     assert not seg.thresholds.isinf().any() and seg.thresholds.item() == 0.5
