@@ -11,6 +11,7 @@ import argparse
 import torch
 
 from ..io import FORMATS
+from ..spectral import policy_names
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -26,7 +27,8 @@ __all__ = [
     "threshold_arg",
 ]
 
-THRESHOLD_NAMES = ("dynamic", "logotsu", "otsu", "wotsu", "gap", "null", "modularity")  # spectral.policy_names()
+#: Policy names ``--threshold`` accepts: the registry of ``spectral.thresholds``, "dynamic" first.
+THRESHOLD_NAMES = policy_names()
 DEFAULT_RESOLUTION = {"vit": 448, "diffusion": 1024}
 #: Model loaded when ``--model-path`` is not given (a hub name; offline, pass a local folder instead).
 DEFAULT_MODEL = {"vit": "facebook/dinov2-small", "diffusion": "segmind/SSD-1B"}
@@ -34,7 +36,7 @@ _DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bf
 
 
 def threshold_arg(text: str) -> float | str:
-    """``--threshold``: a number (constant tau) or a policy name (``dynamic`` = ``logotsu``, ...)."""
+    """``--threshold``: a number (constant tau) or a policy name (``dynamic``, ``logotsu``, ...)."""
     if text in THRESHOLD_NAMES:
         return text
     try:

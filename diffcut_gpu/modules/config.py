@@ -34,6 +34,7 @@ class CutConfig:
     power: int = 1
     alpha: float = 10.0
     threshold: float | str | ThresholdPolicy = "dynamic"
+    segments: int | None = None
     min_size: int = 4
     max_depth: int = 8
     method: str = "auto"
@@ -56,6 +57,8 @@ class CutConfig:
         check_int("power", self.power, 1)
         check_int("min_size", self.min_size, 1)
         check_int("max_depth", self.max_depth, 0)
+        if self.segments is not None:
+            check_int("segments", self.segments, 1)
         if self.source == "features" and self.power != 1:
             raise ValueError(
                 f"power: expected 1 with source='features' (the power walk applies to attention), got {self.power}"

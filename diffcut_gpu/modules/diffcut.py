@@ -16,8 +16,9 @@ from torch import Tensor, nn
 
 from .._checks import check_choice, check_finite, check_tensor
 from ..models.output import short_repr
-from ..spectral import Segmentation, ThresholdPolicy
-from .rwncut import _D, GraphKind, RWNCut, Source, UpsampleMode
+from ..spectral import NullBoundThreshold, Segmentation, ThresholdPolicy, make_policy, recursive_ncut
+from ..spectral.null_model import null_bound_of, structureless_images
+from .rwncut import _D, GraphKind, RWNCut, RWNCutOutput, Source, UpsampleMode
 
 BackboneKind = Literal["diffusion", "vit"]
 
@@ -27,11 +28,29 @@ DEFAULT_DIFFUSION_MODEL = "segmind/SSD-1B"
 
 @dataclass(repr=False)
 class DiffCutOutput:
-    """Pixel labels, token labels and the hierarchy of one batch (``repr`` shows shapes only)."""
+    """Pixel labels, token labels and the hierarchy of one batch (``repr`` shows shapes only).
+
+    ``labels_at(tau)`` / ``labels_for_count(K)`` re-cut the hierarchy and return pixel labels at the
+    input size, without running the backbone again.
+    """
 
     labels: Tensor  # (B, H, W) int64
     token_labels: Tensor  # (B, h, w) int64
     segmentation: Segmentation
+    cut: RWNCutOutput | None = None
+
+    def labels_at(self, tau: float | Tensor) -> Tensor:
+        """(B, H, W) pixel labels at threshold ``tau`` (scalar or (B,))."""
+        return self._cut().labels_at(tau)
+
+    def labels_for_count(self, segments: int | Tensor) -> Tensor:
+        """(B, H, W) pixel labels with ``segments`` segments per image (see ``Segmentation.labels_for_count``)."""
+        return self._cut().labels_for_count(segments)
+
+    def _cut(self) -> RWNCutOutput:
+        if self.cut is None:
+            raise ValueError("cut: this output keeps no RWNCut result to re-cut; use DiffCut.forward's output")
+        return self.cut
 
     __repr__ = short_repr
 
@@ -45,8 +64,11 @@ class DiffCut(nn.Module):
             or ``ViTBackbone``, or your own.
         source: graph to cut: "attention" (random-walk NCut on the transition matrix), "features"
             (DiffCut's cosine affinity) or "both".
-        power, graph, alpha, threshold, min_size, max_depth, method, tol, full_hierarchy, upsample,
-            refine: see ``RWNCut``; the defaults are the same (``CutConfig``), all checked here.
+        power, graph, alpha, threshold, segments, min_size, max_depth, method, tol, full_hierarchy,
+            upsample, refine: see ``RWNCut``; the defaults are the same (``CutConfig``), all checked here.
+        null_model: with ``threshold="dynamic"``, calibrate the null bound on structureless images (a
+            constant grey image and uniform noise) through this backbone, once per input size (cached):
+            only splits below every NCut those images produce are kept (``spectral/null_model.py``).
 
     ``get_config()`` / ``DiffCut.from_config(backbone, config)`` and the ``state_dict`` carry the cut's
     settings as ``RWNCut`` does (the backbone's weights are in the ``state_dict`` as usual).
@@ -66,6 +88,7 @@ class DiffCut(nn.Module):
         power: int = _D.power,
         alpha: float = _D.alpha,
         threshold: float | str | ThresholdPolicy = _D.threshold,
+        segments: int | None = _D.segments,
         min_size: int = _D.min_size,
         max_depth: int = _D.max_depth,
         method: str = _D.method,
@@ -73,13 +96,16 @@ class DiffCut(nn.Module):
         full_hierarchy: bool | None = _D.full_hierarchy,
         upsample: UpsampleMode = _D.upsample,
         refine: bool = _D.refine,
+        null_model: bool = True,
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.null_model = bool(null_model)
+        self._null_bounds: dict[tuple, float] = {}
         self.cut = RWNCut(
-            source=source, graph=graph, power=power, alpha=alpha, threshold=threshold, min_size=min_size,
-            max_depth=max_depth, method=method, tol=tol, full_hierarchy=full_hierarchy, upsample=upsample,
-            refine=refine,
+            source=source, graph=graph, power=power, alpha=alpha, threshold=threshold, segments=segments,
+            min_size=min_size, max_depth=max_depth, method=method, tol=tol, full_hierarchy=full_hierarchy,
+            upsample=upsample, refine=refine,
         )
 
     @property
@@ -87,13 +113,15 @@ class DiffCut(nn.Module):
         return self.cut.source
 
     def get_config(self) -> dict:
-        """The cut's settings (the constructor arguments besides ``backbone``)."""
-        return self.cut.get_config()
+        """The constructor arguments besides ``backbone``: the cut's settings and ``null_model``."""
+        return {**self.cut.get_config(), "null_model": self.null_model}
 
     @classmethod
     def from_config(cls, backbone: nn.Module, config: dict) -> DiffCut:
         """``DiffCut(backbone, **config)`` for a ``get_config()`` output; unknown keys raise."""
-        return cls(backbone, **RWNCut.from_config(config).get_config())
+        config = dict(config)
+        null_model = config.pop("null_model", True)
+        return cls(backbone, **RWNCut.from_config(config).get_config(), null_model=null_model)
 
     @classmethod
     def from_pretrained(
@@ -140,6 +168,34 @@ class DiffCut(nn.Module):
         out = self.backbone(images)
         x = out.features if self.source == "features" else out.attention
         result = self.cut.segment(
-            x, tuple(out.grid), tuple(images.shape[-2:]), features=out.features, image=images
+            x, tuple(out.grid), tuple(images.shape[-2:]), features=out.features, image=images,
+            threshold=self.policy_for(images),
         )
-        return DiffCutOutput(labels=result.labels, token_labels=result.token_labels, segmentation=result.segmentation)
+        return DiffCutOutput(labels=result.labels, token_labels=result.token_labels,
+                             segmentation=result.segmentation, cut=result)
+
+    def policy_for(self, images: Tensor) -> float | str | ThresholdPolicy:
+        """The threshold used for ``images``: the calibrated ``NullBoundThreshold`` for "dynamic" (when
+        ``null_model``), else ``self.cut.threshold`` unchanged."""
+        threshold = self.cut.threshold
+        if not self.null_model or not isinstance(threshold, str) or threshold != "dynamic":
+            return threshold
+        policy = make_policy(threshold)
+        if not isinstance(policy, NullBoundThreshold):
+            return threshold
+        return policy.with_bound(self.null_bound(tuple(images.shape[-2:]), images.device, images.dtype))
+
+    @torch.no_grad()
+    def null_bound(self, size: tuple[int, int], device: torch.device, dtype: torch.dtype) -> float:
+        """Smallest candidate NCut of structureless images of ``size`` through this backbone (cached)."""
+        cut = self.cut
+        key = (tuple(size), str(device), self.source, cut.graph, cut.power, cut.alpha, cut.min_size, cut.max_depth)
+        if key not in self._null_bounds:
+            blank = structureless_images(*size, device=device, dtype=dtype)
+            out = self.backbone(blank)
+            x = out.features if self.source == "features" else out.attention
+            W, _ = cut.build_graph(x, out.features)
+            seg = recursive_ncut(W, threshold="logotsu", min_size=cut.min_size, max_depth=cut.max_depth,
+                                 method=cut.method, tol=cut.tol)
+            self._null_bounds[key] = null_bound_of(seg)
+        return self._null_bounds[key]

@@ -22,6 +22,7 @@ from ..spectral import (
     reversibilize,
     symmetrize,
 )
+from ..spectral.thresholds import make_policy
 from .config import CutConfig, portable_config
 
 Source = Literal["attention", "features", "both"]
@@ -33,12 +34,40 @@ _D = CutConfig()  # the defaults, written once (modules/config.py)
 
 @dataclass(repr=False)
 class RWNCutOutput:
-    """Everything one call produced: token labels, pixel labels (if asked) and the hierarchy."""
+    """Everything one call produced: token labels, pixel labels (if asked) and the hierarchy.
+
+    ``labels_at(tau)`` and ``labels_for_count(K)`` re-cut the kept hierarchy and return labels at the
+    same resolution as ``labels`` (pixels when an output size was given, else tokens), without running
+    the backbone or the recursion again.
+    """
 
     token_labels: Tensor  # (B, h, w) int64
     labels: Tensor | None  # (B, H, W) int64 when an output size was given
     segmentation: Segmentation
     graph: Tensor  # (B, N, N) the graph that was cut
+    output_size: tuple[int, int] | None = None
+    upsample: str = "nearest"
+    features: Tensor | None = None  # (B, N, C) token features used by concept upsampling
+    image: Tensor | None = None  # (B, 3, H, W) for PAMR refinement
+    refine: bool = False
+
+    def labels_at(self, tau: float | Tensor) -> Tensor:
+        """Labels at threshold ``tau`` (scalar or (B,)): (B, H, W) pixels, or (B, h, w) tokens."""
+        return self._to_output(self.segmentation.labels_at(tau))
+
+    def labels_for_count(self, segments: int | Tensor) -> Tensor:
+        """Labels with ``segments`` segments per image (needs the full hierarchy: ``segments=`` or
+        ``full_hierarchy=True`` at the call): (B, H, W) pixels, or (B, h, w) tokens."""
+        return self._to_output(self.segmentation.labels_for_count(segments))
+
+    def _to_output(self, flat: Tensor) -> Tensor:
+        tokens = flat.view(self.token_labels.shape)
+        if self.output_size is None:
+            return tokens
+        from ..upsample import upsample_labels
+
+        return upsample_labels(tokens, self.output_size, mode=self.upsample, features=self.features,
+                               image=self.image, refine=self.refine)
 
     __repr__ = short_repr
 
@@ -59,6 +88,9 @@ class RWNCut(nn.Module):
             coarser segments.
         alpha: exponent of the min-max cosine affinity (features and "rows").
         threshold: constant tau, "dynamic" (default), a policy name or a ``ThresholdPolicy``.
+        segments: when given, cut the hierarchy into exactly this many segments per image instead
+            (``Segmentation.labels_for_count``; fewer only where the hierarchy has fewer leaves). The
+            recursion then explores the full hierarchy and ``threshold`` is not used.
         min_size, max_depth, method, tol, full_hierarchy: passed to ``recursive_ncut``.
         upsample: token labels to pixels when ``output_size`` is given: "concept" (default; needs token
             features: ``features=`` or source="features"/"both", else a ``ValueError``), "nearest" or
@@ -88,6 +120,7 @@ class RWNCut(nn.Module):
         power: int = _D.power,
         alpha: float = _D.alpha,
         threshold: float | str | ThresholdPolicy = _D.threshold,
+        segments: int | None = _D.segments,
         min_size: int = _D.min_size,
         max_depth: int = _D.max_depth,
         method: str = _D.method,
@@ -98,9 +131,9 @@ class RWNCut(nn.Module):
     ) -> None:
         super().__init__()
         config = CutConfig(
-            source=source, graph=graph, power=power, alpha=alpha, threshold=threshold, min_size=min_size,
-            max_depth=max_depth, method=method, tol=tol, full_hierarchy=full_hierarchy, upsample=upsample,
-            refine=refine,
+            source=source, graph=graph, power=power, alpha=alpha, threshold=threshold, segments=segments,
+            min_size=min_size, max_depth=max_depth, method=method, tol=tol, full_hierarchy=full_hierarchy,
+            upsample=upsample, refine=refine,
         )
         for name, value in config.as_dict().items():
             setattr(self, name, value)
@@ -170,6 +203,7 @@ class RWNCut(nn.Module):
         *,
         features: Tensor | None = None,
         image: Tensor | None = None,
+        threshold: float | str | ThresholdPolicy | None = None,
     ) -> RWNCutOutput:
         """Full result: token labels, optional pixel labels, hierarchy and graph.
 
@@ -179,6 +213,7 @@ class RWNCut(nn.Module):
             output_size: (H, W) of the pixel labels, or None for token labels only.
             features: (B, N, C) token features for concept upsampling when ``x`` is attention.
             image: (B, 3, H, W) in [0, 1] for PAMR refinement.
+            threshold: overrides ``self.threshold`` for this call (``DiffCut`` passes its calibrated policy).
         """
         if output_size is not None and self.upsample == "concept" and features is None and self.source != "features":
             raise ValueError(  # before the cut, not after it
@@ -188,15 +223,18 @@ class RWNCut(nn.Module):
         W, own_features = self.build_graph(x, features)
         b, n, _ = W.shape
         h, w = check_grid(grid, n)
+        policy = make_policy(self.threshold if threshold is None else threshold, graph=W)
         seg = recursive_ncut(
             W,
-            threshold=self.threshold,
+            threshold=policy,
             min_size=self.min_size,
             max_depth=self.max_depth,
-            full_hierarchy=self.full_hierarchy,
+            full_hierarchy=True if self.segments is not None else self.full_hierarchy,
             method=self.method,
             tol=self.tol,
         )
+        if self.segments is not None:
+            seg.labels = seg.labels_for_count(self.segments)
         tokens = seg.labels.view(b, h, w)
         pixels = None
         if output_size is not None:
@@ -206,7 +244,17 @@ class RWNCut(nn.Module):
             pixels = upsample_labels(
                 tokens, tuple(output_size), mode=self.upsample, features=feats, image=image, refine=self.refine
             )
-        out = RWNCutOutput(token_labels=tokens, labels=pixels, segmentation=seg, graph=W)
+        out = RWNCutOutput(
+            token_labels=tokens,
+            labels=pixels,
+            segmentation=seg,
+            graph=W,
+            output_size=None if output_size is None else (int(output_size[0]), int(output_size[1])),
+            upsample=self.upsample,
+            features=features if features is not None else own_features,
+            image=image,
+            refine=self.refine,
+        )
         self.last_output = out
         return out
 

@@ -1,5 +1,6 @@
 """Spectral core in plain torch: graphs, power walk, Fiedler vectors, sweep cut, recursive NCut."""
 
+from . import dynamic_extra  # noqa: F401  registers the experimental policy names
 from .fiedler import FiedlerResult, fiedler
 from .graph import (
     attention_row_affinity,
@@ -16,16 +17,21 @@ from .sweep import ncut_value, sweep_cut
 from .thresholds import (
     ConstantThreshold,
     LargestGapThreshold,
+    LogOtsuThreshold,
+    NullBoundThreshold,
     NullModelThreshold,
     OtsuThreshold,
     ThresholdPolicy,
     make_policy,
+    policy_names,
 )
 
 __all__ = [
     "ConstantThreshold",
     "FiedlerResult",
     "LargestGapThreshold",
+    "LogOtsuThreshold",
+    "NullBoundThreshold",
     "NullModelThreshold",
     "OtsuThreshold",
     "Segmentation",
@@ -36,6 +42,7 @@ __all__ = [
     "gather_subgraphs",
     "make_policy",
     "ncut_value",
+    "policy_names",
     "power_walk",
     "recursive_ncut",
     "reversibilize",

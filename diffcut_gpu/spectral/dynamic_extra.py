@@ -1,7 +1,7 @@
-"""Hyperparameter-free threshold policies beyond ``thresholds.py``, compared on BSDS500 train.
+"""Experimental hyperparameter-free threshold policies, compared on BSDS500 (docs/results.md).
 
-* ``MaxModularityThreshold``: among the nested segmentations the hierarchy offers (one per candidate
-  threshold), take the one of largest **modularity** of the graph that was cut,
+* ``MaxModularityThreshold`` (``modularity``): among the nested segmentations the hierarchy offers (one
+  per candidate threshold), take the one of largest **modularity** of the graph that was cut,
 
       Q(S_1..S_m) = sum_s [ W(S_s, S_s) / vol - (vol(S_s) / vol)^2 ].
 
@@ -11,15 +11,12 @@
   memory. Splitting ``S`` into ``A, B`` changes Q by ``2 (pi(A) pi(B) - cut(A, B))``, which is positive
   exactly when the root split has NCut < 1: the null-model rule is the first, greedy step of this one,
   which instead weighs every level of the hierarchy against all others. No parameter: the walk's own
-  power sets the resolution. Needs the graph: pass it to the constructor, or set
-  ``hierarchy.extras["graph"]`` before calling the policy.
-* ``LogOtsuThreshold``: Otsu's split of the log candidate NCut values. NCut values are ratios (escape
-  probabilities); on a log scale both populations are closer to symmetric, and the rule is invariant to
-  rescaling all values.
-* ``TokenWeightedOtsuThreshold``: Otsu with each candidate weighted by the size of the node it splits.
+  power sets the resolution. Needs the graph: pass it to the constructor (``make_policy("modularity",
+  graph=W)`` and ``RWNCut`` do).
+* ``TokenWeightedOtsuThreshold`` (``wotsu``): Otsu with each candidate weighted by the size of the node it
+  splits.
 
-On BSDS500 train (DINOv2-S, RW-NCut k = 1) ``LogOtsuThreshold`` had the best mean of covering and mIoU of
-all policies (docs/results.md).
+Importing this module registers both names in ``thresholds.POLICIES``; ``diffcut_gpu.spectral`` does so.
 """
 
 from __future__ import annotations
@@ -29,53 +26,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .thresholds import OtsuThreshold, sorted_candidates
+from .thresholds import degenerate_rows, register_policy, sorted_candidates
 
 if TYPE_CHECKING:
     from .hierarchy import Segmentation
 
-# Candidate sets spanning less than this carry no two populations: one segment (as in thresholds.py).
-_FLAT_SPREAD = 1e-6
-
-__all__ = [
-    "EXTRA_POLICIES",
-    "LogOtsuThreshold",
-    "MaxModularityThreshold",
-    "TokenWeightedOtsuThreshold",
-    "node_modularity",
-]
-
-
-class LogOtsuThreshold(OtsuThreshold):
-    """Otsu split of the log of the image's candidate NCut values (tau at their geometric midpoint)."""
-
-    def threshold(self, values: Tensor, count: Tensor) -> Tensor:
-        logs = torch.log(values.clamp_min(torch.finfo(values.dtype).tiny))
-        return torch.exp(super().threshold(logs, count))
-
-
-def _sorted_weighted_candidates(hierarchy: Segmentation) -> tuple[Tensor, Tensor, Tensor]:
-    """Candidate NCut values ascending per image, with the sizes of their nodes.
-
-    Returns (B, K) values, (B, K) sizes, (B,) count; padded entries have value +inf and size 0.
-    """
-    b = hierarchy.num_images
-    device = hierarchy.ncut.device
-    cand = (hierarchy.children[:, 0] >= 0) & torch.isfinite(hierarchy.ncut)
-    value = hierarchy.ncut[cand].to(torch.float64)
-    size = hierarchy.size[cand].to(torch.float64)
-    image = hierarchy.node_image[cand]
-    order = torch.argsort(value, stable=True)
-    order = order[torch.argsort(image[order], stable=True)]
-    value, size, image = value[order], size[order], image[order]
-    count = torch.bincount(image, minlength=b)
-    pos = torch.arange(value.numel(), device=device) - (torch.cumsum(count, 0) - count)[image]
-    width = max(1, int(count.max())) if b else 1
-    values = torch.full((b, width), float("inf"), dtype=torch.float64, device=device)
-    sizes = torch.zeros((b, width), dtype=torch.float64, device=device)
-    values[image, pos] = value
-    sizes[image, pos] = size
-    return values, sizes, count
+__all__ = ["MaxModularityThreshold", "TokenWeightedOtsuThreshold", "node_modularity"]
 
 
 class TokenWeightedOtsuThreshold:
@@ -90,7 +46,7 @@ class TokenWeightedOtsuThreshold:
     needs_full_hierarchy = True
 
     def __call__(self, hierarchy: Segmentation) -> Tensor:
-        values, sizes, count = _sorted_weighted_candidates(hierarchy)
+        values, count, sizes = sorted_candidates(hierarchy, with_sizes=True)
         v = torch.where(torch.isfinite(values), values, torch.zeros_like(values))
         w_lo = torch.cumsum(sizes, 1)
         m_lo = torch.cumsum(sizes * v, 1)
@@ -104,10 +60,7 @@ class TokenWeightedOtsuThreshold:
         split = between.argmax(1, keepdim=True)
         nxt = (split + 1).clamp_max(values.shape[1] - 1)
         tau = 0.5 * (values.gather(1, split) + values.gather(1, nxt)).squeeze(1)
-        last = values.gather(1, (count - 1).clamp_min(0).unsqueeze(1)).squeeze(1)
-        tau = torch.where(last - values[:, 0] < _FLAT_SPREAD, values[:, 0], tau)
-        tau = torch.where(count == 1, torch.ones_like(tau), tau)
-        return torch.where(count == 0, torch.zeros_like(tau), tau)
+        return degenerate_rows(tau, values, count)
 
     def __repr__(self) -> str:
         return "TokenWeightedOtsuThreshold()"
@@ -148,19 +101,19 @@ def node_modularity(hierarchy: Segmentation, W: Tensor) -> Tensor:
 
 
 class MaxModularityThreshold:
-    """Per image, the threshold whose segmentation has the largest modularity of the cut graph."""
+    """Per image, the threshold whose segmentation has the largest modularity of the cut graph ``W``."""
 
     needs_full_hierarchy = True
+    needs_graph = True  # make_policy("modularity", graph=W) passes the graph
 
-    def __init__(self, graph: Tensor | None = None) -> None:
+    def __init__(self, graph: Tensor) -> None:
+        if not isinstance(graph, Tensor) or graph.ndim != 3:
+            got = tuple(graph.shape) if isinstance(graph, Tensor) else type(graph).__name__
+            raise ValueError(f"graph: expected the (B, N, N) graph that is cut, got {got}")
         self.graph = graph
 
     def __call__(self, hierarchy: Segmentation) -> Tensor:
-        W = self.graph if self.graph is not None else hierarchy.extras.get("graph")
-        if W is None:
-            raise ValueError("graph: expected the (B, N, N) graph that was cut, got None; construct "
-                             "MaxModularityThreshold(W) or set hierarchy.extras['graph'] = W")
-        q = node_modularity(hierarchy, W)
+        q = node_modularity(hierarchy, self.graph)
         children = hierarchy.children
         has = children[:, 0] >= 0
         gain = torch.where(has, q[children.clamp_min(0)].sum(-1) - q, torch.zeros_like(q))    # (M,)
@@ -186,9 +139,5 @@ class MaxModularityThreshold:
         return "MaxModularityThreshold()"
 
 
-#: Name -> policy class, for ``threshold=<name>`` in the evaluation runner.
-EXTRA_POLICIES = {
-    "wotsu": TokenWeightedOtsuThreshold,
-    "logotsu": LogOtsuThreshold,
-    "modularity": MaxModularityThreshold,
-}
+register_policy("wotsu", TokenWeightedOtsuThreshold)
+register_policy("modularity", MaxModularityThreshold)

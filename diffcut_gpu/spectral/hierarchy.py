@@ -4,6 +4,10 @@ Nodes of all images share one id space, created level by level (ids grow with de
 root of image ``b``. A node is **split** at threshold tau when it has children, its NCut is below tau
 and its parent is split (top-down rule, as in the recursion itself), so the set of split nodes only grows
 with tau and ``labels_at`` is monotone: a larger tau refines the segmentation.
+
+``labels_for_count(K)`` cuts the same hierarchy into K segments instead: starting from the root it splits,
+K - 1 times, the open node (children recorded, parent split) of lowest NCut. It follows the top-down rule
+(a node opens only once its parent is split) and is nested: the K + 1 segmentation refines the K one.
 """
 
 from __future__ import annotations
@@ -83,7 +87,48 @@ class Segmentation:
 
     def leaf_nodes(self, tau: float | Tensor) -> Tensor:
         """(B, N) node id of every token's segment at threshold ``tau``."""
-        split = self.split_nodes(tau)
+        return self._leaves(self.split_nodes(tau))
+
+    def split_nodes_for_count(self, segments: int | Tensor) -> Tensor:
+        """(M,) bool: the nodes split to get ``segments`` segments per image (scalar or (B,) ints >= 1).
+
+        Greedy top-down: ``segments - 1`` times, split the lowest-NCut open node of the image (ties: lowest
+        id). An image whose hierarchy has fewer leaves gets all of its recorded splits.
+        """
+        k = torch.as_tensor(segments, device=self.ncut.device)
+        if k.is_floating_point() or k.dtype == torch.bool or bool((k < 1).any()):
+            raise ValueError(f"segments: expected ints >= 1, got {segments!r}")
+        k = k.long().expand(self.num_images) if k.ndim == 0 else k.long()
+        if k.shape != (self.num_images,):
+            raise ValueError(f"segments: expected a scalar or shape ({self.num_images},), got {tuple(k.shape)}")
+        m = self.num_nodes
+        ids = torch.arange(m, device=self.ncut.device)
+        candidate = (self.children[:, 0] >= 0) & torch.isfinite(self.ncut)
+        split = torch.zeros(m, dtype=torch.bool, device=self.ncut.device)
+        inf = torch.tensor(float("inf"), dtype=self.ncut.dtype, device=self.ncut.device)
+        for step in range(int(k.max()) - 1 if k.numel() else 0):
+            parent_split = torch.where(self.parent >= 0, split[self.parent.clamp_min(0)], torch.ones_like(split))
+            open_ = candidate & ~split & parent_split & (step < k - 1)[self.node_image]
+            if not bool(open_.any()):
+                break
+            key = torch.where(open_, self.ncut, inf)
+            best = torch.full((self.num_images,), float("inf"), dtype=key.dtype, device=key.device)
+            best.scatter_reduce_(0, self.node_image, key, reduce="amin")
+            hit = open_ & (key == best[self.node_image])
+            first = torch.full((self.num_images,), m, dtype=torch.long, device=key.device)
+            first.scatter_reduce_(0, self.node_image, torch.where(hit, ids, torch.full_like(ids, m)), reduce="amin")
+            split[first[first < m]] = True
+        return split
+
+    def labels_for_count(self, segments: int | Tensor) -> Tensor:
+        """(B, N) int64 labels with ``segments`` segments per image (fewer where the hierarchy has fewer leaves).
+
+        Needs the candidates explored far enough: run ``recursive_ncut`` with ``full_hierarchy=True``.
+        """
+        return self._relabel(self._leaves(self.split_nodes_for_count(segments)))
+
+    def _leaves(self, split: Tensor) -> Tensor:
+        """(B, N) node id of every token's segment when the nodes of ``split`` (M,) are split."""
         node = self.path[0]
         for depth in range(1, self.path.shape[0]):
             node = torch.where(split[node], self.path[depth], node)

@@ -105,12 +105,14 @@ def test_end_to_end_tiny_diffusion_batch_equals_single():
     out = model(images)
     assert out.labels.shape == (2, 64, 48)
     feats = model.backbone(images)
-    batch = model.cut.segment(feats.attention, feats.grid, (64, 48), features=feats.features, image=images)
+    policy = model.policy_for(images)  # "dynamic" with the bound calibrated through this backbone
+    batch = model.cut.segment(feats.attention, feats.grid, (64, 48), features=feats.features, image=images,
+                              threshold=policy)
     assert torch.equal(batch.labels, out.labels)
     for b in range(2):
         one = model.cut.segment(
             feats.attention[b : b + 1], feats.grid, (64, 48),
-            features=feats.features[b : b + 1], image=images[b : b + 1],
+            features=feats.features[b : b + 1], image=images[b : b + 1], threshold=policy,
         )
         assert torch.equal(one.labels[0], out.labels[b])
 

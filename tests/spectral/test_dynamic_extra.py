@@ -1,4 +1,4 @@
-"""Extra dynamic threshold policies (token-weighted Otsu, log Otsu, max modularity) vs float64 references."""
+"""Experimental threshold policies (token-weighted Otsu, max modularity) and log Otsu vs float64 references."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffcut_gpu.spectral import OtsuThreshold, recursive_ncut, reversibilize
+from diffcut_gpu.spectral import LogOtsuThreshold, OtsuThreshold, make_policy, recursive_ncut, reversibilize
 from diffcut_gpu.spectral.dynamic_extra import (
-    EXTRA_POLICIES,
-    LogOtsuThreshold,
     MaxModularityThreshold,
     TokenWeightedOtsuThreshold,
     node_modularity,
@@ -98,16 +96,15 @@ def test_max_modularity_matches_ref(seed):
         taus = [float(values.min()) - 1.0] + [float(np.nextafter(v, np.inf)) for v in values]
         best = max(modularity_ref(W[b], seg.labels_at(t)[b]) for t in taus)
         assert modularity_ref(W[b], chosen[b]) == pytest.approx(best, abs=1e-12)
-    seg.extras["graph"] = W
-    torch.testing.assert_close(MaxModularityThreshold()(seg), tau)
+    torch.testing.assert_close(make_policy("modularity", graph=W)(seg), tau)
     assert torch.equal(recursive_ncut(W, threshold=MaxModularityThreshold(W), min_size=2, max_depth=6).labels,
                        chosen)
 
 
-@pytest.mark.parametrize("name", sorted(EXTRA_POLICIES))
+@pytest.mark.parametrize("name", ["wotsu", "logotsu", "modularity"])
 def test_flat_graph_one_segment(name):
     W = torch.ones(2, 32, 32, dtype=torch.float64)
-    policy = EXTRA_POLICIES[name](W) if name == "modularity" else EXTRA_POLICIES[name]()
+    policy = make_policy(name, graph=W)
     seg = recursive_ncut(W, threshold=policy, min_size=2, max_depth=4)
     assert seg.num_segments.tolist() == [1, 1]
     seg = recursive_ncut(W, threshold=policy, min_size=2, max_depth=0)  # no candidates at all
@@ -116,8 +113,9 @@ def test_flat_graph_one_segment(name):
 
 def test_exception():
     _, seg = hierarchy(0)
-    seg.extras.pop("graph", None)  # recursive_ncut keeps the graph; without it the policy must refuse
     with pytest.raises(ValueError, match="graph: expected the"):
-        MaxModularityThreshold()(seg)
+        MaxModularityThreshold(None)
+    with pytest.raises(ValueError, match="scores partitions on the graph"):
+        make_policy("modularity")  # by name without the graph: refused, not a wrong answer
     with pytest.raises(ValueError, match="W: expected the cut graphs"):
         node_modularity(seg, torch.ones(1, 5, 5))

@@ -1,0 +1,66 @@
+"""Null-model stopping rule: calibration on a structureless graph, planted partitions recovered exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffcut_gpu.spectral import NullBoundThreshold, make_policy, recursive_ncut, reversibilize
+from diffcut_gpu.spectral.null_model import null_bound_of, structureless_images
+from tests.conftest import planted_attention
+
+
+def _same_partition(a: torch.Tensor, b: torch.Tensor) -> bool:
+    pairs = torch.unique(torch.stack([a, b]), dim=1)
+    return pairs.shape[1] == torch.unique(a).numel() == torch.unique(b).numel()
+
+
+@pytest.mark.parametrize("seed, sizes", [(0, [40, 50, 60]), (1, [30, 30, 45, 45]), (2, [70, 80])])
+def test_planted_partition_recovered_exactly(seed, sizes):
+    n = sum(sizes)
+    P, truth = planted_attention(2, sizes, seed=seed)
+    null, _ = planted_attention(1, [n], seed=100 + seed)  # same size and noise, no blocks
+    bound = null_bound_of(recursive_ncut(reversibilize(null), threshold="logotsu"))
+    assert 0.5 < bound < 1.0
+    seg = recursive_ncut(reversibilize(P), threshold=NullBoundThreshold(bound))
+    for b in range(2):
+        assert _same_partition(seg.labels[b], truth)
+    # the structureless graphs themselves: one segment
+    more, _ = planted_attention(3, [n], seed=200 + seed)
+    assert recursive_ncut(reversibilize(more), threshold=NullBoundThreshold(bound)).num_segments.tolist() == [1] * 3
+
+
+def test_uncalibrated_is_logotsu_below_one():
+    P, _ = planted_attention(2, [20, 30, 25], noise=0.5, seed=4)
+    W = reversibilize(P)
+    a = recursive_ncut(W, threshold="dynamic")
+    b = recursive_ncut(W, threshold="logotsu")
+    significant = torch.where(b.ncut < 1, b.ncut, torch.full_like(b.ncut, float("inf")))
+    assert isinstance(make_policy("dynamic"), NullBoundThreshold)
+    if bool((b.ncut[torch.isfinite(b.ncut)] < 1).all()):  # then no candidate is dropped: same cut
+        assert torch.equal(a.labels, b.labels)
+    assert torch.isfinite(significant).any()
+
+
+def test_bound_only_and_with_bound_and_errors():
+    P, _ = planted_attention(1, [30, 40], seed=5)
+    W = reversibilize(P)
+    seg = recursive_ncut(W, threshold=NullBoundThreshold(0.5, base=None))
+    assert not seg.thresholds.isinf().any() and seg.thresholds.item() == 0.5
+    assert NullBoundThreshold(0.9).with_bound(0.4).bound == 0.4
+    assert NullBoundThreshold(0.9, base=None).needs_full_hierarchy is False
+    for bad in (0, 1.5, True, "x"):
+        with pytest.raises(ValueError, match="bound"):
+            NullBoundThreshold(bad)
+
+
+def test_null_bound_of_without_candidates_is_one():
+    W = torch.ones(1, 6, 6, dtype=torch.float64)
+    assert null_bound_of(recursive_ncut(W, threshold="logotsu", min_size=4)) == 1.0
+
+
+def test_structureless_images():
+    x = structureless_images(5, 7)
+    assert x.shape == (2, 3, 5, 7) and (x[0] == 0.5).all()
+    assert 0 <= float(x[1].min()) and float(x[1].max()) <= 1 and float(x[1].std()) > 0.2
+    assert torch.equal(structureless_images(5, 7)[1], x[1])  # seeded: the null is reproducible
