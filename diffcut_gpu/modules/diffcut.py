@@ -17,9 +17,12 @@ from torch import Tensor, nn
 from .._checks import check_choice, check_finite, check_tensor
 from ..models.output import short_repr
 from ..spectral import Segmentation, ThresholdPolicy
-from .rwncut import _D, GraphKind, RWNCut, Source, UpsampleMode
+from .config import CutConfig
+from .rwncut import GraphKind, RWNCut, Source, UpsampleMode
 
 BackboneKind = Literal["diffusion", "vit"]
+
+_D = CutConfig()  # the same defaults as RWNCut, written once (modules/config.py)
 
 #: DiffCut's backbone: SSD-1B, a distilled SDXL.
 DEFAULT_DIFFUSION_MODEL = "segmind/SSD-1B"
