@@ -18,9 +18,12 @@ from .._checks import check_choice, check_finite, check_tensor
 from ..models.output import short_repr
 from ..spectral import NullBoundThreshold, Segmentation, ThresholdPolicy, make_policy, recursive_ncut
 from ..spectral.null_model import null_bound_of, structureless_images
-from .rwncut import _D, GraphKind, RWNCut, RWNCutOutput, Source, UpsampleMode
+from .config import CutConfig
+from .rwncut import GraphKind, RWNCut, RWNCutOutput, Source, UpsampleMode
 
 BackboneKind = Literal["diffusion", "vit"]
+
+_D = CutConfig()  # the same defaults as RWNCut, written once (modules/config.py)
 
 #: DiffCut's backbone: SSD-1B, a distilled SDXL.
 DEFAULT_DIFFUSION_MODEL = "segmind/SSD-1B"
