@@ -17,6 +17,7 @@ Environment:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import functools
@@ -61,6 +62,9 @@ STATIC_SHARED = {
     "sweep_scan": ("SwScanShared",),
 }
 """Static shared variables of each entry point (without dtype suffix), for ``shared_size_bytes``."""
+
+LAUNCHES: collections.Counter = collections.Counter()
+"""Launches per entry point (a test may swap in its own counter)."""
 
 _KIND = {np.int32: 1, np.int64: 2, np.float32: 3, np.float64: 4}
 _CTYPE = {1: ctypes.c_int32, 2: ctypes.c_int64, 3: ctypes.c_float, 4: ctypes.c_double}
@@ -165,6 +169,7 @@ class EmuKernel:
                 f"{self.name}: launch failed: {shared_mem} B of dynamic shared memory, limit "
                 f"{self.max_dynamic_shared_size_bytes} B ({self.shared_size_bytes} B static)"
             )
+        LAUNCHES[self.name] += 1
         grid = tuple(int(g) for g in grid) + (1,) * (3 - len(grid))
         real = self.name.startswith("attn_") or BLOCK_CAP is None  # attention needs its 4 warps
         threads = block[0] if real else min(block[0], BLOCK_CAP)
