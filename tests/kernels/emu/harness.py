@@ -34,6 +34,7 @@ import torch
 from diffcut_gpu.kernels import _common, attention, gather, interop, lanczos, loader, power, sweep
 
 EMU = Path(__file__).resolve().parent
+CSRC = Path(loader.__file__).resolve().parents[2] / "csrc"  # the checkout's sources: common.cuh for #include
 FFI_HEADERS = (
     "/usr/include/ffi.h",
     "/usr/include/x86_64-linux-gnu/ffi.h",
@@ -71,42 +72,52 @@ _CTYPE = {1: ctypes.c_int32, 2: ctypes.c_int64, 3: ctypes.c_float, 4: ctypes.c_d
 _FLAGS = ["-std=c++17", "-O1", "-fPIC", "-shared"]
 
 
-def _build(filename: str, cache: Path) -> Path:
-    stem = Path(filename).stem
-    source = loader.source_text(filename)
-    probes = "".join(
-        f'extern "C" unsigned long emu_sizeof_{name}() {{ return sizeof({name}); }}\n'
-        for name in SHARED_STRUCTS.get(filename, ())
-    )
+def _cache_dir() -> Path:
+    cache = Path(tempfile.gettempdir()) / f"diffcut-emu-{os.getuid()}"
+    cache.mkdir(exist_ok=True)
+    return cache
+
+
+def build(stem: str, source: str, extra: str = "") -> Path:
+    """Shared library of ``source`` (CUDA text, headers pasted in) compiled against ``cuda_emu.h``,
+    with ``extra`` C++ appended; cached by a hash of everything that goes into the build."""
+    cache = _cache_dir()
     header = (EMU / "cuda_emu.h").read_text()
-    key = hashlib.sha256("\0".join([source, probes, header, *_FLAGS]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([source, extra, header, *_FLAGS]).encode()).hexdigest()[:16]
     so = cache / f"{stem}_{key}.so"
     if so.exists():
         return so
     work = Path(tempfile.mkdtemp(dir=cache))
     (work / f"{stem}_src.cu").write_text(source)
-    (work / f"{stem}_emu.cpp").write_text(f'#include "cuda_emu.h"\n#include "{stem}_src.cu"\n{probes}')
+    (work / f"{stem}_emu.cpp").write_text(f'#include "cuda_emu.h"\n#include "{stem}_src.cu"\n{extra}')
     out = work / so.name
-    cmd = ["g++", *_FLAGS, f"-I{EMU}", f"-I{work}", str(work / f"{stem}_emu.cpp"), "-o", str(out), "-lffi"]
+    includes = [f"-I{EMU}", f"-I{work}", f"-I{CSRC}"]
+    cmd = ["g++", *_FLAGS, *includes, str(work / f"{stem}_emu.cpp"), "-o", str(out), "-lffi"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
-        raise AssertionError(f"{filename} does not build as emulated C++:\n{proc.stderr[-4000:]}")
+        raise AssertionError(f"{stem} does not build as emulated C++:\n{proc.stderr[-4000:]}")
     os.replace(out, so)  # atomic: a concurrent run sees the old library or the whole new one
     shutil.rmtree(work, ignore_errors=True)
     return so
 
 
+def load(so: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(so))
+    lib.emu_switches.restype = ctypes.c_ulonglong
+    lib.emu_static_shared_bytes.restype = ctypes.c_ulong
+    return lib
+
+
 @functools.cache
 def load_libs() -> dict[str, ctypes.CDLL]:
     """Every ``csrc/*.cu`` built for the emulator and loaded, by file name (built once per source)."""
-    cache = Path(tempfile.gettempdir()) / f"diffcut-emu-{os.getuid()}"
-    cache.mkdir(exist_ok=True)
     libs = {}
     for filename in loader.source_files():
-        lib = ctypes.CDLL(str(_build(filename, cache)))
-        lib.emu_switches.restype = ctypes.c_ulonglong
-        lib.emu_static_shared_bytes.restype = ctypes.c_ulong
-        libs[filename] = lib
+        probes = "".join(
+            f'extern "C" unsigned long emu_sizeof_{name}() {{ return sizeof({name}); }}\n'
+            for name in SHARED_STRUCTS.get(filename, ())
+        )
+        libs[filename] = load(build(Path(filename).stem, loader.source_text(filename), probes))
     set_options(libs, _env_options(), int(os.environ.get("DIFFCUT_EMU_SEED", "1")))
     return libs
 
