@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffcut_gpu.kernels import _common, attention, gather, interop, lanczos, loader, power, sweep
+from diffcut_gpu.kernels import _common, attention, gather, interop, lanczos, limits, loader, power, sweep
 
 EMU = Path(__file__).resolve().parent
 CSRC = Path(loader.__file__).resolve().parents[2] / "csrc"  # the checkout's sources: common.cuh for #include
@@ -164,8 +164,8 @@ class EmuKernel:
     """Callable like a ``cupy.RawKernel``: kernel(grid, block, args, shared_mem=...), on CPU tensors.
 
     Like the CUDA driver, it refuses a launch whose dynamic shared memory exceeds
-    ``max_dynamic_shared_size_bytes`` (48 KiB minus the static size until the wrapper opts in) or
-    whose static + dynamic total exceeds the device's opt-in limit.
+    ``max_dynamic_shared_size_bytes`` (48 KiB minus the static size until the wrapper opts in), whose
+    static + dynamic total exceeds the device's opt-in limit, or whose grid exceeds ``limits``.
     """
 
     def __init__(self, lib: ctypes.CDLL, name: str, static_bytes: int):
@@ -182,6 +182,8 @@ class EmuKernel:
             )
         LAUNCHES[self.name] += 1
         grid = tuple(int(g) for g in grid) + (1,) * (3 - len(grid))
+        if grid[0] > limits.MAX_GRID_X or max(grid[1:]) > limits.MAX_GRID_YZ:  # read at call time: tests lower it
+            raise RuntimeError(f"{self.name}: launch failed: grid {grid} beyond the device's limits")
         real = self.name.startswith("attn_") or BLOCK_CAP is None  # attention needs its 4 warps
         threads = block[0] if real else min(block[0], BLOCK_CAP)
         kinds, keep = [], []
