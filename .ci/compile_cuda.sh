@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Compile every CUDA source in csrc/ for sm_80 and sm_90 (cubin: front end and ptxas both run).
+# Compile every CUDA source in csrc/ for sm_75, sm_80 and sm_90 (cubin: front end and ptxas both run).
 # Needs no GPU. Exits non-zero on the first error; exits 0 with a note when nvcc is absent.
 # Usage: bash .ci/compile_cuda.sh            (from the repository root)
 #        NVCC=/path/to/nvcc ARCHS="80 90" bash .ci/compile_cuda.sh
@@ -7,7 +7,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 NVCC="${NVCC:-nvcc}"
-ARCHS="${ARCHS:-80 90}"
+ARCHS="${ARCHS:-75 80 90}"
 
 if ! command -v "$NVCC" >/dev/null 2>&1; then
     echo "compile_cuda: $NVCC not found, skipping the CUDA compile check"

@@ -11,8 +11,8 @@
 //                         for each head the score tile is recomputed and exp2(t - m) / l summed in
 //                         registers, then out is read and written once.
 // Scores: fp16 / bf16 inputs use tensor cores (mma.sync m16n8k16, fp32 accumulation; products of
-// 16-bit values are exact in fp32, so this is the fp32 computation up to summation order); fp32 inputs
-// use SIMT FMAs. Block: AT_THREADS = 4 warps, warp w owns query rows 16w .. 16w + 15 of the tile and
+// 16-bit values are exact in fp32, so this is the fp32 computation up to summation order; sm_80 and
+// newer only); fp32 inputs use SIMT FMAs (any supported GPU). Block: AT_THREADS = 4 warps, warp w owns query rows 16w .. 16w + 15 of the tile and
 // every thread holds the mma C-fragment layout: rows gid and gid + 8 (gid = lane / 4), columns
 // nb * 8 + 2 * (lane % 4) + {0, 1} for nb = 0..7.
 // Dynamic shared memory: the Q and K tiles, 2 * 64 * dp elements; the wrapper passes dk (the head
@@ -39,6 +39,10 @@ __device__ __forceinline__ void at_mma(float* c, unsigned a0, unsigned a1, unsig
                                        unsigned b1) {
 #ifdef DG_EMULATION
     dg_emu_mma_m16n8k16(c, a0, a1, a2, a3, b0, b1, BF16);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    // mma.m16n8k16 needs sm_80. Compiling it out keeps the float32 entry points of this module usable
+    // on older GPUs; the wrapper refuses 16-bit inputs there (limits.min_compute_capability).
+    __trap();
 #else
     if (BF16) {
         asm volatile(

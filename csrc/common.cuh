@@ -2,19 +2,23 @@
 //
 // NVRTC compiles these sources with no host headers and no include path: this file includes
 // nothing, and the loader (diffcut_gpu/kernels/loader.py) pastes it in place of
-// `#include "common.cuh"`. fp16 / bf16 values travel as raw 16-bit storage and are converted with
-// single PTX instructions, so neither cuda_fp16.h nor cuda_bf16.h is needed. bf16 conversion
-// from fp32 (cvt.rn.bf16.f32) needs sm_80 or newer, the oldest target of this package.
+// `#include "common.cuh"`. fp16 / bf16 values travel as raw 16-bit storage and are read with one
+// PTX conversion (fp16) or a shift (bf16), so neither cuda_fp16.h nor cuda_bf16.h is needed and
+// every kernel but the 16-bit attention scores runs from sm_75 (diffcut_gpu/kernels/limits.py).
 //
 // DG_EMULATION (defined only by tests/kernels/emu/cuda_emu.h) swaps the few PTX statements for C++
 // equivalents, so that the tests can execute these kernels on a CPU, one fiber per CUDA thread.
 #pragma once
 
-// Dynamic shared memory of a kernel: `DG_DYNAMIC_SMEM(float4, buf);` declares `buf`.
+// Shared memory of a kernel, declared only through these two macros (the emulator places and poisons
+// it): `DG_DYNAMIC_SMEM(float4, buf);` declares the dynamic buffer `buf`, `DG_SHARED(Type, name);` a
+// static shared variable `name` of a scalar or struct type.
 #ifdef DG_EMULATION
 #define DG_DYNAMIC_SMEM(type, name) type* name = reinterpret_cast<type*>(dg_emu_dynamic_smem())
+#define DG_SHARED(type, name) type& name = *dg_emu_static_smem<type>([] {})
 #else
 #define DG_DYNAMIC_SMEM(type, name) extern __shared__ type name[]
+#define DG_SHARED(type, name) __shared__ type name
 #endif
 
 #define DG_WARP 32
@@ -37,18 +41,6 @@ __device__ __forceinline__ float dg_half_to_float(unsigned short h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
-}
-
-__device__ __forceinline__ unsigned short dg_float_to_half(float f) {
-    unsigned short h;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-    return h;
-}
-
-__device__ __forceinline__ unsigned short dg_float_to_bf16(float f) {
-    unsigned short h;
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
-    return h;
 }
 #endif
 

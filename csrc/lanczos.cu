@@ -1,7 +1,11 @@
 // Batched thick-restart Lanczos for the Fiedler pair of a batch of graphs.
 //
-// Same algorithm and contract as diffcut_gpu/spectral/lanczos.py (the torch reference), one thread
-// block per graph for everything but the matrix-vector product:
+// Same contract as diffcut_gpu/spectral/lanczos.py (the torch reference), not the same iteration: this
+// is single-vector thick-restart Lanczos (the reference multiplies a block of two vectors per pass over
+// W), with the true residual tested at the end of every cycle (the reference tests a free estimate at
+// checkpoints), in float32 only. `max_iter` means the same in both: passes over W for expansion steps
+// (here one vector per pass; each cycle's residual costs one more). diffcut_gpu/kernels/lanczos.py
+// lists the differences. One thread block per graph for everything but the matrix-vector product:
 //
 //   A = D^-1/2 W D^-1/2 on the active nodes (valid, degree > eps^2 * max degree), u0 = sqrt(d)/||sqrt(d)||.
 //   Basis rows of V (per graph, fp32, row stride ldv):
@@ -327,6 +331,8 @@ __device__ void lz_jacobi(const Lz& L, int f) {
     __syncthreads();
 }
 
+__device__ __forceinline__ float lz_rank_key(float e) { return e == e ? e : -DG_INF; }
+
 // End of a cycle with `filled` basis vectors: Rayleigh-Ritz on H, top Ritz vector v (unit) into
 // ROW_TMP and z = dis * v, and the thick restart done in place (rows 1..top <- the top Ritz vectors,
 // row top+1 <- q_filled, H <- diag of their Ritz values). Returns mu, the largest Ritz value.
@@ -339,11 +345,13 @@ __device__ float lz_cycle_end(const Lz& L, int filled, int top) {
     __syncthreads();
     lz_jacobi(L, f);
     const int nsel = max(top, 1);
-    for (int i = threadIdx.x; i < f; i += blockDim.x) {  // rank by value, descending, ties by index
-        const float e = L.evals[i];
+    // Rank by value, descending, ties by index; NaN ranks as -inf. A strict total order, so the ranks
+    // are a permutation and every sel slot is written even when H holds NaN.
+    for (int i = threadIdx.x; i < f; i += blockDim.x) {
+        const float e = lz_rank_key(L.evals[i]);
         int rank = 0;
         for (int j = 0; j < f; ++j) {
-            const float ej = L.evals[j];
+            const float ej = lz_rank_key(L.evals[j]);
             rank += (ej > e) || (ej == e && j < i);
         }
         if (rank < nsel) L.sel[rank] = i;
@@ -461,7 +469,7 @@ __device__ void lanczos_fused(const void* W, i64 stride_b, i64 ldw, const i64* s
                               int keep, int max_iter, float tol, float tau, float* V, i64 v_stride_b,
                               float* lam, float* x, float* residual, i64* iterations, unsigned char* converged) {
     DG_DYNAMIC_SMEM(float4, lz_dyn_smem);
-    __shared__ LzShared sh;
+    DG_SHARED(LzShared, sh);
     const int b = blockIdx.x;
     Lz L = lz_context(b, sizes, N, ldv, m, keep, tol, tau, V, v_stride_b);
     lz_bind_shared(L, sh);
@@ -564,7 +572,7 @@ __device__ __forceinline__ Lz lz_tiled_context(LzShared& sh, const i64* sizes, i
 
 // One block per graph, after lanczos_degrees: scaling, u0, start vector, state.
 extern "C" __global__ void __launch_bounds__(LZ_THREADS) lanczos_init(LZ_TILED_PARAMS) {
-    __shared__ LzShared sh;
+    DG_SHARED(LzShared, sh);
     const int b = blockIdx.x;
     Lz L = lz_tiled_context(sh, sizes, N, ldv, m, keep, tol, tau, V, v_stride_b, Hws);
     int* st = state + b * LZ_STATE_INTS;
@@ -589,22 +597,27 @@ extern "C" __global__ void __launch_bounds__(LZ_THREADS) lanczos_init(LZ_TILED_P
     }
 }
 
+struct LzStepShared {
+    int st[LZ_STATE_INTS];  // the graph's state, read once by thread 0..7
+    float mu;
+};
+
 // One block per graph, after each lanczos_matvec: one Lanczos step, or the residual test of a cycle.
 extern "C" __global__ void __launch_bounds__(LZ_THREADS) lanczos_step(LZ_TILED_PARAMS) {
-    __shared__ LzShared sh;
-    __shared__ int s_st[LZ_STATE_INTS];
-    __shared__ float s_mu;
+    DG_SHARED(LzShared, sh);
+    DG_SHARED(LzStepShared, ss);
+    int* s_st = ss.st;
     const int b = blockIdx.x;
     int* st = state + b * LZ_STATE_INTS;
     if (threadIdx.x < LZ_STATE_INTS) s_st[threadIdx.x] = st[threadIdx.x];
-    if (threadIdx.x == 0) s_mu = fstate[b * LZ_STATE_FLOATS];
+    if (threadIdx.x == 0) ss.mu = fstate[b * LZ_STATE_FLOATS];
     __syncthreads();
     int phase = s_st[0];
     if (phase == LZ_DONE) return;
     Lz L = lz_tiled_context(sh, sizes, N, ldv, m, keep, tol, tau, V, v_stride_b, Hws);
     int k = s_st[1], j = s_st[2], steps = s_st[3], cycle = s_st[4], end_j = s_st[5], nxt_alive = s_st[6];
     int top = s_st[7];
-    float mu = s_mu;
+    float mu = ss.mu;
     if (phase == LZ_EXPAND) {
         ++steps;
         const bool live = lz_expand(L, j);

@@ -31,7 +31,14 @@ __device__ void sweep_rows(const void* W, i64 stride_b, i64 ldw, const i64* size
     if (i_begin >= n) return;
     const int i_end = min(i_begin + SW_TILE_ROWS, n);
     const i64* ord = order + (i64)b * N;
-    for (int t = threadIdx.x; t < n; t += blockDim.x) rank[(int)ord[t]] = t;  // valid nodes sort first
+    // The wrapper sorts the valid nodes 0..n-1 first, so ord[0..n) is a permutation of them. Should it
+    // not be, every rank is still set (n: after all) and no row outside the valid block is read.
+    for (int t = threadIdx.x; t < n; t += blockDim.x) rank[t] = n;
+    __syncthreads();
+    for (int t = threadIdx.x; t < n; t += blockDim.x) {
+        const i64 p = ord[t];
+        if (p >= 0 && p < n) rank[(int)p] = t;
+    }
     __syncthreads();
 
     const S* Wb = reinterpret_cast<const S*>(W) + (i64)b * stride_b;
@@ -43,7 +50,7 @@ __device__ void sweep_rows(const void* W, i64 stride_b, i64 ldw, const i64* size
 #pragma unroll
         for (int rr = 0; rr < SW_ROWS; ++rr) {
             pos[rr] = min(i0 + rr, i_end - 1);
-            rowp[rr] = Wb + ord[pos[rr]] * ldw;
+            rowp[rr] = Wb + min(max(ord[pos[rr]], (i64)0), (i64)(n - 1)) * ldw;
         }
         float lo[SW_ROWS], up[SW_ROWS], dg[SW_ROWS];
 #pragma unroll
@@ -127,13 +134,21 @@ __device__ void sw_block_scan2(double& a, double& b, double& ta, double& tb, dou
 
 __device__ __forceinline__ double sw_safe_ratio(double num, double den) { return den > 0.0 ? num / den : 0.0; }
 
+struct SwScanShared {
+    double sa[DG_WARP], sb[DG_WARP];  // scan of the warp totals
+    double best_v[DG_WARP];           // per-warp minimum and its index
+    int best_i[DG_WARP];
+};
+
 // One block of SW_SCAN_THREADS per graph.
 extern "C" __global__ void __launch_bounds__(SW_SCAN_THREADS)
 sweep_scan(const i64* sizes, const i64* order, const double* diff, const double* deg, int N, int min_side,
            double* ncut, unsigned char* mask) {
-    __shared__ double sa[DG_WARP], sb[DG_WARP];
-    __shared__ double best_v[DG_WARP];
-    __shared__ int best_i[DG_WARP];
+    DG_SHARED(SwScanShared, sh);
+    double* sa = sh.sa;
+    double* sb = sh.sb;
+    double* best_v = sh.best_v;
+    int* best_i = sh.best_i;
     const int b = blockIdx.x, n = (int)sizes[b];
     const double* df = diff + (i64)b * N;
     const double* dg = deg + (i64)b * N;

@@ -12,7 +12,8 @@ import math
 import torch
 from torch import Tensor
 
-from ._common import cdiv, check_cuda_tensor
+from . import limits
+from ._common import batch_chunks, cdiv, check_cuda_tensor, require_device
 from .interop import f32, i32, i64, launch
 from .loader import get_kernel
 
@@ -22,14 +23,6 @@ MAX_HEAD_DIM = 256
 _THREADS = 128  # AT_THREADS
 _TILE = 64  # AT_TILE
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def _tile_geometry(d: int, dtype: torch.dtype) -> tuple[int, int]:
-    """(dk, dp): head dim padded to the mma K step (16-bit inputs) and the shared-memory row pitch."""
-    if dtype == torch.float32:
-        return d, d + 1 - (d & 1)  # odd pitch: conflict-free column reads
-    dk = cdiv(d, 16) * 16
-    return dk, dk + 8  # +16 bytes: fragment loads of 8 rows hit 8 different bank groups
 
 
 def record_attention_cuda(
@@ -93,42 +86,29 @@ def record_attention_cuda(
         return out
     if h == 0 or d == 0:
         raise ValueError(f"q: expected at least one head and d >= 1, got shape {tuple(q.shape)}")
+    if h > limits.MAX_GRID_YZ or cdiv(nq, _TILE) > limits.MAX_GRID_YZ:
+        raise ValueError(
+            f"q: expected at most {limits.MAX_GRID_YZ} heads and {limits.MAX_GRID_YZ * _TILE} queries for the "
+            f"CUDA backend, got {h} and {nq}; use backend='torch'"
+        )
+    smem = limits.attention_shared_memory(d, q.dtype)
+    require_device("q", q, "attention", q.dtype, smem)
     qc = q if q.stride(3) == 1 else q.contiguous()
     kc = k if k.stride(3) == 1 else k.contiguous()
-    dk, dp = _tile_geometry(d, q.dtype)
-    smem = 2 * _TILE * dp * q.element_size()
+    dk, dp = limits.attention_tile_geometry(d, q.dtype)
     sl2 = float(scale) * math.log2(math.e)
     mstat = torch.empty(b, h, nq, dtype=torch.float32, device=q.device)
     lstat = torch.empty(b, h, nq, dtype=torch.float32, device=q.device)
-    qk = (
-        qc,
-        kc,
-        i64(qc.stride(0)),
-        i64(qc.stride(1)),
-        i64(qc.stride(2)),
-        i64(kc.stride(0)),
-        i64(kc.stride(1)),
-        i64(kc.stride(2)),
-        i32(h),
-        i32(nq),
-        i32(nk),
-        i32(d),
-        i32(dk),
-        i32(dp),
-        f32(sl2),
-    )
+    strides = (qc.stride(0), qc.stride(1), qc.stride(2), kc.stride(0), kc.stride(1), kc.stride(2))
+    shape = (i32(h), i32(nq), i32(nk), i32(d), i32(dk), i32(dp), f32(sl2))
     stats = get_kernel("attn_stats", q.dtype, q.device)
-    launch(stats, (cdiv(nq, _TILE), h, b), (_THREADS,), (*qk, mstat, lstat), device=q.device, shared_mem=smem)
     acc = get_kernel("attn_accumulate", q.dtype, q.device)
-    args = (
-        *qk,
-        mstat,
-        lstat,
-        out,
-        i64(out.stride(0)),
-        i64(out.stride(1)),
-        f32(float(weight) / h),
-        i32(int(accumulate)),
-    )
-    launch(acc, (cdiv(nk, _TILE), cdiv(nq, _TILE), b), (_THREADS,), args, device=q.device, shared_mem=smem)
+    tail = (i64(out.stride(0)), i64(out.stride(1)), f32(float(weight) / h), i32(int(accumulate)))
+    for b0, b1 in batch_chunks(b):  # the batch rides on gridDim.z
+        qk = (qc[b0:b1], kc[b0:b1], *(i64(st) for st in strides), *shape)
+        grid = (cdiv(nq, _TILE), h, b1 - b0)
+        launch(stats, grid, (_THREADS,), (*qk, mstat[b0:b1], lstat[b0:b1]), device=q.device, shared_mem=smem)
+        args = (*qk, mstat[b0:b1], lstat[b0:b1], out[b0:b1], *tail)
+        grid = (cdiv(nk, _TILE), cdiv(nq, _TILE), b1 - b0)
+        launch(acc, grid, (_THREADS,), args, device=q.device, shared_mem=smem)
     return out

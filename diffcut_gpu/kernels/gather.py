@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._common import cdiv, check_cuda_tensor, check_graph_storage
+from . import limits
+from ._common import batch_chunks, cdiv, check_cuda_tensor, check_graph_storage, require_device
 from .interop import i32, i64, launch
 from .loader import get_kernel
 
@@ -46,9 +47,23 @@ def gather_subgraphs_cuda(W: Tensor, image_index: Tensor, node_index: Tensor, si
     out = torch.empty(s, n, n, dtype=W.dtype, device=W.device)
     if s == 0 or n == 0 or W.shape[0] == 0:
         return out.zero_()
+    smem = limits.gather_shared_memory(n)
+    require_device("node_index", node_index, "gather", W.dtype, smem)
     Wc = W if W.stride(2) == 1 else W.contiguous()
-    idx = [t.to(torch.int64).contiguous() for t in (image_index, node_index, sizes)]
+    image_index, node_index, sizes = (t.to(torch.int64).contiguous() for t in (image_index, node_index, sizes))
     kernel = get_kernel("gather_subgraphs", W.dtype, W.device)
-    args = (Wc, i64(Wc.stride(0)), i64(Wc.stride(1)), i32(W.shape[0]), i32(W.shape[1]), *idx, i32(n), out)
-    launch(kernel, (cdiv(n, _TILE_ROWS), s), (_THREADS,), args, device=W.device, shared_mem=n * 4)
+    for s0, s1 in batch_chunks(s):  # the segments ride on gridDim.y
+        args = (
+            Wc,
+            i64(Wc.stride(0)),
+            i64(Wc.stride(1)),
+            i32(W.shape[0]),
+            i32(W.shape[1]),
+            image_index[s0:s1],
+            node_index[s0:s1],
+            sizes[s0:s1],
+            i32(n),
+            out[s0:s1],
+        )
+        launch(kernel, (cdiv(n, _TILE_ROWS), s1 - s0), (_THREADS,), args, device=W.device, shared_mem=smem)
     return out

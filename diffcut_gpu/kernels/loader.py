@@ -60,11 +60,13 @@ _kernels: dict[tuple[int, str], object] = {}
 
 
 def _package_dir():
-    """``diffcut_gpu.csrc`` (installed or editable); a bare checkout falls back to ``<repo>/csrc``."""
-    try:
-        return resources.files("diffcut_gpu.csrc")
-    except ModuleNotFoundError:
-        return resources.files("diffcut_gpu").joinpath("..", "csrc")
+    """The ``csrc/`` matching the imported ``diffcut_gpu``: the checkout's own ``<repo>/csrc`` when the
+    package is imported from a checkout (so that a second checkout or git worktree never compiles the
+    sources of the one installed in editable mode), else the package data ``diffcut_gpu.csrc``."""
+    checkout = resources.files("diffcut_gpu").joinpath("..", "csrc")
+    if checkout.joinpath("common.cuh").is_file() and checkout.joinpath("__init__.py").is_file():
+        return checkout
+    return resources.files("diffcut_gpu.csrc")
 
 
 def source_files() -> list[str]:

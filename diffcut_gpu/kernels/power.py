@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import check_transition
-from ._common import cdiv, check_cuda_tensor
+from .._checks import check_int, check_transition
+from ._common import batch_chunks, cdiv, check_cuda_tensor, require_device
 from .interop import i32, i64, launch
 from .loader import get_kernel
 
@@ -28,14 +28,16 @@ def renormalize_rows_cuda(P: Tensor) -> Tensor:
             f"{tuple(P.shape)} strides {P.stride()}"
         )
     b, n, _ = P.shape
+    require_device("P", P, "power", P.dtype)
     kernel = get_kernel("renorm_rows", P.dtype, P.device)
-    launch(
-        kernel,
-        (cdiv(n, _TILE_ROWS), b),
-        (_THREADS,),
-        (P, i64(P.stride(0)), i64(P.stride(1)), i32(n)),
-        device=P.device,
-    )
+    for b0, b1 in batch_chunks(b):  # the batch rides on gridDim.y
+        launch(
+            kernel,
+            (cdiv(n, _TILE_ROWS), b1 - b0),
+            (_THREADS,),
+            (P[b0:b1], i64(P.stride(0)), i64(P.stride(1)), i32(n)),
+            device=P.device,
+        )
     return P
 
 
@@ -49,8 +51,7 @@ def power_walk_cuda(P: Tensor, k: int) -> Tensor:
         P: (B, N, N) row-stochastic CUDA tensor.
         k: integer >= 1.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k: expected an integer >= 1, got {k!r}")
+    check_int("k", k, 1)
     check_cuda_tensor("P", P)
     check_transition("P", P, min_nodes=1)
     from ..spectral.graph import power_by_squaring  # lazy: spectral imports this package's dispatch

@@ -1,8 +1,9 @@
 """CUDA twin of ``diffcut_gpu.spectral.sweep.sweep_cut`` (kernels in ``csrc/sweep.cu``).
 
 The nodes are sorted by x with ``torch.sort`` (same key as the reference: float64, stable, padding
-last); ``sweep_rows`` then reads every valid graph row once, in its stored dtype, and ``sweep_scan``
-turns the per-row sums into the NCut of all N - 1 splits, picks the first minimum and writes the mask.
+last, and valid nodes always before padding); ``sweep_rows`` then reads every valid graph row once, in
+its stored dtype, and ``sweep_scan`` turns the per-row sums into the NCut of all N - 1 splits, picks
+the first minimum and writes the mask.
 """
 
 from __future__ import annotations
@@ -10,8 +11,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import check_batched_square, check_sizes, check_tensor
-from ._common import aligned_rows, cdiv, check_graph_storage, sizes_tensor
+from .._checks import check_batched_square, check_int, check_sizes, check_tensor
+from . import limits
+from ._common import (
+    aligned_rows,
+    batch_chunks,
+    cdiv,
+    check_finite_valid,
+    check_graph_storage,
+    check_valid_block,
+    require_device,
+    sizes_tensor,
+)
 from .interop import i32, i64, launch
 from .loader import get_kernel
 
@@ -23,7 +34,7 @@ _SCAN_THREADS = 1024  # SW_SCAN_THREADS
 
 
 def sweep_cut_cuda(
-    W: Tensor, x: Tensor, sizes: Tensor | None = None, *, min_side: int = 1
+    W: Tensor, x: Tensor, sizes: Tensor | None = None, *, min_side: int = 1, check_values: bool = True
 ) -> tuple[Tensor, Tensor]:
     """Minimum NCut over all splits of the nodes sorted by ``x``, on the GPU.
 
@@ -32,6 +43,8 @@ def sweep_cut_cuda(
         x: (B, N) embedding, usually the Fiedler vector.
         sizes: optional (B,) valid sizes.
         min_side: smallest number of nodes either side may keep.
+        check_values: raise on NaN, Inf or negative entries of W's valid blocks or non-finite x at valid
+            nodes, before any launch (one pass over W, one host sync); False for checked inputs.
 
     Returns:
         ncut: (B,) float64, +inf where no split satisfies ``min_side``.
@@ -47,13 +60,20 @@ def sweep_cut_cuda(
     if x.device != W.device:
         raise ValueError(f"x: expected a tensor on {W.device}, got {x.device}")
     check_sizes(sizes, b, n)
-    if isinstance(min_side, bool) or not isinstance(min_side, int) or min_side < 1:
-        raise ValueError(f"min_side: expected an integer >= 1, got {min_side!r}")
+    check_int("min_side", min_side, 1)
     device = W.device
     sz = sizes_tensor(sizes, b, n, device)
+    if check_values:
+        check_valid_block("W", W, sz)
+        check_finite_valid("x", x, sz)
     valid = torch.arange(n, device=device).unsqueeze(0) < sz.unsqueeze(1)
+    # Valid nodes sort first whatever x holds (NaN, +-Inf: clamped to the largest finite values), so the
+    # kernel's first sizes[b] positions are exactly the valid nodes and no padding row is ever read.
+    big = torch.finfo(torch.float64).max
     key = torch.where(
-        valid, x.to(torch.float64), torch.full((), float("inf"), dtype=torch.float64, device=device)
+        valid,
+        x.to(torch.float64).nan_to_num(nan=big, posinf=big, neginf=-big),
+        torch.full((), float("inf"), dtype=torch.float64, device=device),
     )
     order = torch.sort(key, dim=-1, stable=True).indices.contiguous()
 
@@ -61,18 +81,21 @@ def sweep_cut_cuda(
     mask = torch.empty(b, n, dtype=torch.bool, device=device)
     if b == 0:
         return ncut, mask
+    rows_smem = limits.sweep_shared_memory(n)
+    require_device("W", W, "sweep", W.dtype, rows_smem)
     Wa, ldw = aligned_rows(W)
     diff = torch.empty(b, n, dtype=torch.float64, device=device)
     deg = torch.empty(b, n, dtype=torch.float64, device=device)
     rows = get_kernel("sweep_rows", W.dtype, device)
-    launch(
-        rows,
-        (cdiv(n, _TILE_ROWS), b),
-        (_THREADS,),
-        (Wa, i64(Wa.stride(0)), i64(ldw), sz, order, i32(n), diff, deg),
-        device=device,
-        shared_mem=cdiv(n, 4) * 16,
-    )
+    for b0, b1 in batch_chunks(b):  # the batch rides on gridDim.y
+        launch(
+            rows,
+            (cdiv(n, _TILE_ROWS), b1 - b0),
+            (_THREADS,),
+            (Wa[b0:b1], i64(Wa.stride(0)), i64(ldw), sz[b0:b1], order[b0:b1], i32(n), diff[b0:b1], deg[b0:b1]),
+            device=device,
+            shared_mem=rows_smem,
+        )
     scan = get_kernel("sweep_scan", None, device)
     launch(
         scan, (b,), (_SCAN_THREADS,), (sz, order, diff, deg, i32(n), i32(min_side), ncut, mask), device=device

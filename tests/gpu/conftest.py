@@ -8,6 +8,8 @@ padded mixed buckets, and fp32 / fp16 / bf16 storage.
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
 
 import pytest
 import torch
@@ -20,6 +22,29 @@ requires_gpu = pytest.mark.skipif(
 )
 
 STORAGE = [torch.float32, torch.float16, torch.bfloat16]
+
+TEST_TIMEOUT_S = int(os.environ.get("DIFFCUT_TEST_TIMEOUT", "0") or 0)
+"""Per-test time limit in seconds (0: none), for benchmarks/gpu_validate.sh where pytest-timeout may be
+missing. SIGALRM interrupts Python code; a kernel that never returns is left to the script's outer
+``timeout`` per file."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    if TEST_TIMEOUT_S <= 0 or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def expired(signum, frame):
+        raise TimeoutError(f"{item.nodeid}: over the per-test limit of {TEST_TIMEOUT_S} s (DIFFCUT_TEST_TIMEOUT)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(TEST_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def attention_graph(

@@ -1,10 +1,11 @@
 """The CUDA sources compile as NVRTC will see them (no GPU needed; skipped without a compiler).
 
 Each test compiles ``loader.source_text(file)``, the exact text CuPy hands to NVRTC (headers pasted in),
-to PTX for sm_90, and checks that every entry point listed in ``loader.ENTRY_POINTS`` is in it.
+to PTX for sm_90 (NVRTC also for sm_75, the oldest target), and checks that every entry point listed in
+``loader.ENTRY_POINTS`` is in it.
 ``nvcc`` is found on PATH; NVRTC itself (libnvrtc) through ``$DIFFCUT_NVRTC`` (a path to the
 library), the pip package ``nvidia-cuda-nvrtc``, or the CUDA toolkit. ``.ci/compile_cuda.sh`` does
-the nvcc check for sm_80 and sm_90.
+the nvcc check for sm_75, sm_80 and sm_90.
 """
 
 from __future__ import annotations
@@ -51,6 +52,14 @@ def test_sources_need_no_system_headers(filename):
     assert not re.search(r"^\s*#\s*include\s*<", text, re.MULTILINE), "NVRTC has no host/system headers"
     assert not re.search(r'^\s*#\s*include\s*"', text, re.MULTILINE), "local headers must be pasted in"
     assert 'extern "C" __global__' in text
+
+
+@pytest.mark.parametrize("filename", SOURCES)
+def test_shared_memory_only_through_the_macros(filename):
+    """Raw ``__shared__`` declarations would escape the emulator's poisoning (tests/kernels/emu)."""
+    text = (Path(loader.__file__).resolve().parents[2] / "csrc" / filename).read_text()
+    code = re.sub(r"//[^\n]*", "", text)
+    assert "__shared__" not in code, "declare shared memory with DG_SHARED / DG_DYNAMIC_SMEM (common.cuh)"
 
 
 def _find_nvrtc() -> ctypes.CDLL | None:
@@ -107,9 +116,11 @@ _NVRTC = _find_nvrtc()
 
 
 @pytest.mark.skipif(_NVRTC is None, reason="libnvrtc not found (DIFFCUT_NVRTC=path or nvidia-cuda-nvrtc)")
+@pytest.mark.parametrize("arch", ["75", ARCH])
 @pytest.mark.parametrize("filename", SOURCES)
-def test_nvrtc_compiles(filename):
-    options = [*loader.COMPILE_OPTIONS, f"--gpu-architecture=compute_{ARCH}"]
+def test_nvrtc_compiles(filename, arch):
+    """Every module compiles for sm_75 too (the attention mma is compiled out below sm_80)."""
+    options = [*loader.COMPILE_OPTIONS, f"--gpu-architecture=compute_{arch}"]
     status, log, ptx = _nvrtc_compile(_NVRTC, loader.source_text(filename), filename, options)
     assert status == 0, f"NVRTC failed on {filename}:\n{log}"
     assert _expected_entries(filename) <= _ptx_entries(ptx)

@@ -2,134 +2,31 @@
 
 ``emu/cuda_emu.h`` turns every CUDA thread into a fiber, so the unchanged kernel source (the text
 NVRTC would compile) runs with g++: barriers, warp shuffles and the mma.sync fragment layout are
-emulated. The wrappers run unchanged too, except that kernel lookup, launch and the CUDA-only checks
-are pointed at the emulator. This validates indexing, argument order, barriers and the algorithms
-against the float64 references without a GPU; it says nothing about speed or about the GPU memory
-model (tests/gpu does, on a GPU). Blocks are capped at 64 threads (2 warps) to keep this quick.
-Skipped without g++ or libffi's header.
+emulated. The wrappers run unchanged too, launch checks included; only kernel lookup, the CUDA-only
+tensor and device checks and the stream are pointed at the emulator (``emu/harness.py``). This
+validates indexing, argument order, barriers, launch limits and the algorithms against the float64
+references without a GPU; it says nothing about speed or about the GPU memory model (tests/gpu does,
+on a GPU). Blocks are capped at 64 threads (2 warps) to keep this quick; ``emu/test_options.py`` runs
+the kernels under the emulator's adversarial schedules and poisoned shared memory. Skipped without g++
+or libffi's header.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import shutil
-import subprocess
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 
-from diffcut_gpu.kernels import _common, attention, gather, lanczos, loader, power, sweep
+from diffcut_gpu.kernels import attention, gather, lanczos, power, sweep
 from tests.conftest import attention_like
+from tests.kernels.emu import harness
 
-EMU = Path(__file__).resolve().parent / "emu"
-FFI_HEADERS = (
-    "/usr/include/ffi.h",
-    "/usr/include/x86_64-linux-gnu/ffi.h",
-    "/usr/include/aarch64-linux-gnu/ffi.h",
-)
-HAVE_TOOLS = shutil.which("g++") is not None and any(Path(p).exists() for p in FFI_HEADERS)
-pytestmark = pytest.mark.skipif(
-    not HAVE_TOOLS, reason="needs g++ and libffi headers (apt-get install g++ libffi-dev)"
-)
-
-BLOCK_CAP = 64
-_KIND = {np.int32: 1, np.int64: 2, np.float32: 3, np.float64: 4}
-_CTYPE = {1: ctypes.c_int32, 2: ctypes.c_int64, 3: ctypes.c_float, 4: ctypes.c_double}
-
-
-class EmuKernel:
-    """Callable like a ``cupy.RawKernel``: kernel(grid, block, args, shared_mem=...), on CPU tensors."""
-
-    def __init__(self, lib: ctypes.CDLL, name: str):
-        self.lib, self.name = lib, name
-        self.fn = ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
-        self.max_dynamic_shared_size_bytes = 48 * 1024
-
-    def __call__(self, grid, block, args, shared_mem=0):
-        grid = tuple(grid) + (1,) * (3 - len(grid))
-        threads = block[0] if self.name.startswith("attn_") else min(block[0], BLOCK_CAP)
-        kinds, keep = [], []
-        for a in args:
-            if isinstance(a, torch.Tensor):
-                assert not a.is_cuda and a.numel() > 0
-                kinds.append(0)
-                keep.append(ctypes.c_void_p(a.data_ptr()))
-            else:
-                kind = _KIND[type(a)]
-                kinds.append(kind)
-                keep.append(_CTYPE[kind](a.item()))
-        values = (ctypes.c_void_p * len(args))(*[ctypes.addressof(v) for v in keep])
-        kinds_arr = (ctypes.c_int * len(args))(*kinds)
-        rc = self.lib.emu_launch(
-            ctypes.c_void_p(self.fn),
-            *[ctypes.c_uint(g) for g in grid],
-            ctypes.c_uint(threads),
-            ctypes.c_ulong(shared_mem),
-            len(args),
-            kinds_arr,
-            values,
-        )
-        assert rc == 0, f"emu_launch failed for {self.name}: {rc}"
-
-
-@pytest.fixture(scope="session")
-def emu_libs(tmp_path_factory) -> dict[str, ctypes.CDLL]:
-    out = tmp_path_factory.mktemp("emu")
-    libs = {}
-    for filename in loader.source_files():
-        stem = Path(filename).stem
-        (out / f"{stem}_src.cu").write_text(loader.source_text(filename))
-        (out / f"{stem}_emu.cpp").write_text(f'#include "cuda_emu.h"\n#include "{stem}_src.cu"\n')
-        so = out / f"{stem}_emu.so"
-        cmd = [
-            "g++",
-            "-std=c++17",
-            "-O1",
-            "-fPIC",
-            "-shared",
-            f"-I{EMU}",
-            f"-I{out}",
-            str(out / f"{stem}_emu.cpp"),
-            "-o",
-            str(so),
-            "-lffi",
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, f"{filename} does not build as emulated C++:\n{proc.stderr[-4000:]}"
-        libs[filename] = ctypes.CDLL(str(so))
-    return libs
+pytestmark = pytest.mark.skipif(not harness.HAVE_TOOLS, reason=harness.SKIP_REASON)
 
 
 @pytest.fixture
-def emulated(emu_libs, monkeypatch):
-    """Point the wrappers' kernel lookup, launch and CUDA checks at the emulator."""
-
-    def get_kernel(kernel, dtype=None, device=None):
-        return EmuKernel(emu_libs[loader.ENTRY_POINTS[kernel][0]], loader.entry_name(kernel, dtype))
-
-    def launch(kernel, grid, block, args, *, device, shared_mem=0):
-        if min(grid) > 0:
-            kernel(grid, block, args, shared_mem=shared_mem)
-
-    def check_cpu_tensor(name, t):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-        return t
-
-    for module in (lanczos, sweep, gather, power, attention):
-        monkeypatch.setattr(module, "get_kernel", get_kernel)
-        if hasattr(module, "launch"):
-            monkeypatch.setattr(module, "launch", launch)
-        if hasattr(module, "check_cuda_tensor"):
-            monkeypatch.setattr(module, "check_cuda_tensor", check_cpu_tensor)
-    monkeypatch.setattr(_common, "check_cuda_tensor", check_cpu_tensor)
-    monkeypatch.setattr(lanczos, "on_torch_stream", lambda device: contextlib.nullcontext())
-    monkeypatch.setattr(lanczos, "cupy_args", tuple)
-    monkeypatch.setattr(lanczos, "device_index", lambda t: 0)
-    monkeypatch.setattr(lanczos, "device_limits", lambda index: (132, 227 * 1024))
+def emulated(monkeypatch):
+    """Point the wrappers' kernel lookup, CUDA checks and stream at the emulator (harness.py)."""
+    harness.patch_wrappers(monkeypatch)
 
 
 def _graph(b: int, n: int, seed: int, dtype=torch.float32) -> torch.Tensor:
