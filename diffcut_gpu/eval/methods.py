@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import Tensor
+
 __all__ = ["KINDS", "Method", "parse_method", "resolve_threshold"]
 
 KINDS = ("rwncut", "features", "kmeans", "diffcut")
@@ -95,8 +97,14 @@ def _number_or_name(value: str) -> float | str:
         return value
 
 
-def resolve_threshold(threshold: float | str):
-    """A ``ThresholdPolicy`` from a number, "dynamic" or any policy name (``spectral.make_policy``)."""
-    from diffcut_gpu.spectral import make_policy
+def resolve_threshold(threshold: float | str, graph: Tensor | None = None):
+    """A ``ThresholdPolicy`` from a number, "dynamic" or any policy name (``spectral.make_policy``);
+    ``graph`` is the (B, N, N) graph that is cut (policies that score partitions on it need it). Without
+    it, a name is only checked."""
+    from diffcut_gpu.spectral import make_policy, policy_names
 
-    return make_policy(threshold)
+    if graph is None and isinstance(threshold, str):
+        if threshold not in policy_names():
+            make_policy(threshold)  # raises the registry's error message
+        return threshold
+    return make_policy(threshold, graph=graph)
