@@ -162,14 +162,14 @@ def test_padded_mixed_buckets_of_real_subgraphs(attention, monkeypatch):
     W = reversibilize(attention.double())
     W = W / W.amax(dim=(-1, -2), keepdim=True)
     g = torch.Generator().manual_seed(0)
-    sizes = torch.tensor([160, 97, 40, 17])
-    bucket = torch.full((4, 160, 160), float("nan"), dtype=torch.float64)
+    sizes = torch.tensor([128, 97, 40, 17])
+    bucket = torch.full((4, 128, 128), float("nan"), dtype=torch.float64)
     for i, s in enumerate(sizes.tolist()):
         ids = torch.sort(torch.randperm(256, generator=g)[:s]).values  # a token subset of one photo
         bucket[i, :s, :s] = W[i % 2][ids][:, ids]
-    valid = torch.arange(160) < sizes.unsqueeze(1)
+    valid = torch.arange(128) < sizes.unsqueeze(1)
     block = valid.unsqueeze(-1) & valid.unsqueeze(-2)
-    runs = [(torch.float32, "fused"), (torch.float32, "tiled"), (torch.float16, "fused"), (torch.bfloat16, "tiled")]
+    runs = [(torch.float32, "fused"), (torch.float16, "tiled"), (torch.bfloat16, "fused")]
     for dtype, strategy in runs:
         stored = bucket.to(dtype)
         clean = torch.where(block, stored.double(), torch.zeros((), dtype=torch.float64))
