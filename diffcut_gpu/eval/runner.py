@@ -203,12 +203,11 @@ def _cut_all(W: Tensor, thresholds: set, min_size: int, max_depth: int) -> dict:
     """One hierarchy for all thresholds: explored up to the largest constant, or fully for a policy."""
     from diffcut_gpu.spectral import ConstantThreshold, recursive_ncut
 
-    policies = {t: resolve_threshold(t) for t in thresholds}
+    policies = {t: resolve_threshold(t, graph=W) for t in thresholds}
     constants = [p.tau for p in policies.values() if isinstance(p, ConstantThreshold)]
     full = len(constants) < len(policies)
     seg = recursive_ncut(W, threshold=max(constants, default=1.0), min_size=min_size, max_depth=max_depth,
                          full_hierarchy=True if full else None)
-    seg.extras["graph"] = W  # for policies that score segmentations on the graph (dynamic_extra)
     out = {}
     for t, policy in policies.items():
         tau = policy(seg).to(torch.float64)
