@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import Tensor
-
-__all__ = ["KINDS", "Method", "parse_method", "resolve_threshold"]
+__all__ = ["KINDS", "Method", "check_threshold", "parse_method", "resolve_threshold"]
 
 KINDS = ("rwncut", "features", "kmeans", "diffcut")
 
@@ -25,7 +23,7 @@ class Method:
             number of segments of ``rwncut`` at the same power and threshold), "diffcut" (DiffCut's
             per-node recursion, dense eigh + 100 thresholds, on the feature graph; constant tau only).
         threshold: constant tau (split while NCut < tau) or a policy name ("dynamic", "null", "otsu",
-            "gap", or one of ``diffcut_gpu.spectral.dynamic_extra.EXTRA_POLICIES``).
+            "gap", ... : ``diffcut_gpu.spectral.policy_names()``).
         power: k of the walk ``P^k`` (rwncut, kmeans).
         on: descriptors clustered by kmeans: "attention" or "features".
         alpha: sharpening exponent of the feature graph (features, diffcut).
@@ -46,7 +44,7 @@ class Method:
             raise ValueError(f"on: expected 'attention' or 'features', got {self.on!r}")
         if self.kind == "diffcut" and isinstance(self.threshold, str):
             raise ValueError(f"threshold: expected a number for the diffcut baseline, got {self.threshold!r}")
-        resolve_threshold(self.threshold)  # fail early on an unknown policy name
+        check_threshold(self.threshold)  # fail early on an unknown policy name
 
     @property
     def name(self) -> str:
@@ -97,14 +95,23 @@ def _number_or_name(value: str) -> float | str:
         return value
 
 
-def resolve_threshold(threshold: float | str, graph: Tensor | None = None):
-    """A ``ThresholdPolicy`` from a number, "dynamic" or any policy name (``spectral.make_policy``);
-    ``graph`` is the (B, N, N) graph that is cut (policies that score partitions on it need it). Without
-    it, a name is only checked."""
+def check_threshold(threshold: float | str) -> None:
+    """Raise unless ``threshold`` is a valid constant tau or a registered policy name."""
     from diffcut_gpu.spectral import make_policy, policy_names
 
-    if graph is None and isinstance(threshold, str):
+    if isinstance(threshold, str):
         if threshold not in policy_names():
-            make_policy(threshold)  # raises the registry's error message
-        return threshold
+            raise ValueError(f"threshold: expected a number, 'dynamic' or one of {list(policy_names())}, "
+                             f"got {threshold!r}")
+        return
+    make_policy(threshold)  # a constant: checks its range
+
+
+def resolve_threshold(threshold: float | str, graph=None):
+    """A ``ThresholdPolicy`` from a number, "dynamic" or any policy name (``spectral.make_policy``).
+
+    ``graph``: the ``(B, N, N)`` graph that is cut, for the policies that score partitions on it.
+    """
+    from diffcut_gpu.spectral import make_policy
+
     return make_policy(threshold, graph=graph)
