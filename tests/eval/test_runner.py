@@ -242,7 +242,7 @@ class TestMethod:
             parse_method("rwncut:tau=0.3")
         with pytest.raises(ValueError, match="a number for the diffcut baseline"):
             parse_method("diffcut")
-        with pytest.raises(ValueError, match="threshold: expected a number or one of"):
+        with pytest.raises(ValueError, match="threshold: expected a number, 'dynamic' or one of"):
             parse_method("rwncut:threshold=magic")
         with pytest.raises(ValueError, match="power"):
             Method("rwncut", power=0)
