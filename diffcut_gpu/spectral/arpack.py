@@ -66,10 +66,15 @@ class _Graph:
         self.u64 = root / np.linalg.norm(root)
         dtype = W.numpy().dtype
         self.s, self.u0 = self.s64.astype(dtype), self.u64.astype(dtype)
+        n = W.shape[0]
+        self._inp, self._out = torch.empty(n, dtype=W.dtype), torch.empty(n, dtype=W.dtype)  # reused buffers
+        self._inp_np, self._out_np = self._inp.numpy(), self._out.numpy()
 
     def product(self, x: np.ndarray) -> np.ndarray:
-        """A x in W's dtype."""
-        return self.s * torch.mv(self.W, torch.from_numpy(self.s * x)).numpy()
+        """A x in W's dtype (a fresh array)."""
+        np.multiply(self.s, x, out=self._inp_np)
+        torch.mv(self.W, self._inp, out=self._out)
+        return self.s * self._out_np
 
     def residual(self, mu: float, v: np.ndarray, shift: float) -> float:
         """||A' v - mu v||_2 (A' = A - shift u0 u0^T) for unit v float64, the product in W's dtype."""
@@ -89,6 +94,9 @@ class _Graph:
         """The same graph with W in float64 (products in float64)."""
         other = object.__new__(_Graph)
         other.W, other.s64, other.u64, other.s, other.u0 = self.W.double(), self.s64, self.u64, self.s64, self.u64
+        n = self.W.shape[0]
+        other._inp, other._out = torch.empty(n, dtype=torch.float64), torch.empty(n, dtype=torch.float64)
+        other._inp_np, other._out_np = other._inp.numpy(), other._out.numpy()
         return other
 
 
@@ -104,7 +112,9 @@ def _eigsh(g: _Graph, shift: float, v0: np.ndarray, tol: float, max_iter: int | 
     def matvec(x: np.ndarray) -> np.ndarray:
         count[0] += 1
         x = x.reshape(-1).astype(g.s.dtype, copy=False)
-        return g.product(x) - (shift * (g.u0 @ x)) * g.u0
+        y = g.product(x)
+        y -= (shift * (g.u0 @ x)) * g.u0
+        return y
 
     op = LinearOperator((n, n), matvec=matvec, dtype=g.s.dtype)
     try:

@@ -86,8 +86,8 @@ class TestStationary:
 
     @pytest.mark.parametrize("outside", [1e-4, 1e-8])
     def test_near_reducible(self, outside):
-        """Blocks that almost never exchange: pi is still found to float64-level residual (GMRES stalls
-        on the tiny spectral gap, the LU fallback solves it)."""
+        """Blocks that almost never exchange: pi is still found to float64-level residual (GMRES may stall
+        on the tiny spectral gap, and then the LU fallback solves it)."""
         P, _ = planted_attention(2, [20, 30, 25], outside=outside, noise=0.3, seed=23)
         pi = stationary_distribution(P)
         assert float((torch.bmm(pi.unsqueeze(1), P).squeeze(1) - pi).abs().sum(-1).max()) <= 1e-12
