@@ -22,6 +22,7 @@ import math
 import torch
 from torch import Tensor
 
+from .._types import KEEP, KRYLOV_DIM, FiedlerResult
 from ._common import aligned_rows, cdiv, check_graph_storage, device_index, device_limits, sizes_tensor
 from .interop import cupy_args, f32, i32, i64, launch, on_torch_stream
 from .loader import get_kernel
@@ -41,6 +42,19 @@ _STATE_INTS, _STATE_FLOATS, _DONE = 8, 4, 2
 PER_SM_BYTES_PER_S = 40e9  # one block streaming a graph through one SM
 DEVICE_BYTES_PER_S = 2.5e12  # all SMs streaming (achievable HBM3 bandwidth)
 LAUNCH_S = 4e-6  # one kernel launch, back to back on a stream
+
+
+def supports(dtype: torch.dtype, n: int, batch: int, capability: tuple[int, int], shared_memory: int) -> str | None:
+    """None if ``lanczos_fiedler_cuda`` (default Krylov dimension) can solve (B, n, n) ``dtype`` graphs.
+
+    The tiled strategy is the fallback whenever the fused one does not fit, so its per-step shared memory
+    (two m x m float32 matrices) and its 2-D grid are what must fit.
+    """
+    from .dispatch import launch_support
+
+    m = max(1, min(KRYLOV_DIM, n - 1))
+    return launch_support(dtype, (torch.float32, torch.float16, torch.bfloat16), capability, batch=batch,
+                          shared_need=2 * m * m * 4, shared_memory=shared_memory)
 
 
 def choose_strategy(batch: int, n: int, elem: int, num_sms: int) -> str:
@@ -85,8 +99,6 @@ def lanczos_fiedler_cuda(
         float32, on W's device; graphs with fewer than two active nodes get lam = 0, x = 0, residual 0.
         Asynchronous: no host sync, except one poll per m steps with ``strategy="tiled"``.
     """
-    from ..spectral.lanczos import KEEP, KRYLOV_DIM, FiedlerResult
-
     check_graph_storage("W", W)
     b, n, _ = W.shape
     if n < 1:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import check_batched_square, check_sizes, check_tensor
+from .._checks import check_batched_square, check_sizes, check_tensor, valid_mask
 from ._common import aligned_rows, cdiv, check_graph_storage, sizes_tensor
 from .interop import i32, i64, launch
 from .loader import get_kernel
@@ -22,8 +22,16 @@ _TILE_ROWS = 32  # SW_TILE_ROWS
 _SCAN_THREADS = 1024  # SW_SCAN_THREADS
 
 
+def supports(dtype: torch.dtype, n: int, batch: int, capability: tuple[int, int], shared_memory: int) -> str | None:
+    """None if ``sweep_cut_cuda`` can run (B, n, n) graphs stored in ``dtype``, else why not."""
+    from .dispatch import launch_support
+
+    return launch_support(dtype, (torch.float32, torch.float16, torch.bfloat16), capability, batch=batch,
+                          shared_need=cdiv(n, 4) * 16, shared_memory=shared_memory)
+
+
 def sweep_cut_cuda(
-    W: Tensor, x: Tensor, sizes: Tensor | None = None, *, min_side: int = 1
+    W: Tensor, x: Tensor, sizes: Tensor | None = None, *, min_side: int = 1, check: bool = True
 ) -> tuple[Tensor, Tensor]:
     """Minimum NCut over all splits of the nodes sorted by ``x``, on the GPU.
 
@@ -32,6 +40,7 @@ def sweep_cut_cuda(
         x: (B, N) embedding, usually the Fiedler vector.
         sizes: optional (B,) valid sizes.
         min_side: smallest number of nodes either side may keep.
+        check: validate ``sizes`` against [0, N] (one host read); the recursion's sizes are known good.
 
     Returns:
         ncut: (B,) float64, +inf where no split satisfies ``min_side``.
@@ -46,12 +55,13 @@ def sweep_cut_cuda(
         raise ValueError(f"x: expected shape ({b}, {n}), got {tuple(x.shape)}")
     if x.device != W.device:
         raise ValueError(f"x: expected a tensor on {W.device}, got {x.device}")
-    check_sizes(sizes, b, n)
+    if check:
+        check_sizes(sizes, b, n)
     if isinstance(min_side, bool) or not isinstance(min_side, int) or min_side < 1:
         raise ValueError(f"min_side: expected an integer >= 1, got {min_side!r}")
     device = W.device
     sz = sizes_tensor(sizes, b, n, device)
-    valid = torch.arange(n, device=device).unsqueeze(0) < sz.unsqueeze(1)
+    valid = valid_mask(sz, b, n, device)
     key = torch.where(
         valid, x.to(torch.float64), torch.full((), float("inf"), dtype=torch.float64, device=device)
     )

@@ -42,7 +42,7 @@ class DiffCut(nn.Module):
             or ``ViTBackbone``, or your own.
         source: graph to cut: "attention" (random-walk NCut on the transition matrix), "features"
             (DiffCut's cosine affinity) or "both".
-        power, graph, alpha, threshold, min_size, max_depth, upsample, refine: see ``RWNCut``.
+        power, graph, alpha, threshold, min_size, max_depth, upsample, refine, backend: see ``RWNCut``.
 
     Example:
         >>> model = DiffCut.from_pretrained("segmind/SSD-1B", device="cuda", threshold="dynamic")
@@ -63,6 +63,7 @@ class DiffCut(nn.Module):
         max_depth: int = 8,
         upsample: Literal["nearest", "concept", "majority"] = "concept",
         refine: bool = False,
+        backend: str | None = None,
     ) -> None:
         super().__init__()
         check_choice("source", source, ("attention", "features", "both"))
@@ -78,6 +79,7 @@ class DiffCut(nn.Module):
             max_depth=max_depth,
             upsample=upsample,
             refine=refine,
+            backend=backend,
         )
 
     @classmethod

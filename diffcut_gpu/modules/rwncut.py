@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_choice, check_grid, check_int, check_tensor
+from ..kernels.dispatch import requested_backend
 from ..spectral import (
     Segmentation,
     ThresholdPolicy,
@@ -47,7 +48,9 @@ class RWNCut(nn.Module):
         power: k of the power walk P^k (attention only); larger k gives coarser segments.
         alpha: exponent of the min-max cosine affinity (features and "rows").
         threshold: constant tau, "dynamic", a policy name or a ``ThresholdPolicy``.
-        min_size, max_depth, method, tol, full_hierarchy: passed to ``recursive_ncut``.
+        min_size, max_depth, method, tol, full_hierarchy, backend: passed to ``recursive_ncut``
+            (``backend``: "auto", "torch" or "cuda", also for the power walk; None reads
+            ``$DIFFCUT_GPU_BACKEND``).
         upsample: "nearest" or "majority" (need nothing) or "concept" (needs token features) for pixel labels.
         refine: PAMR refinement of pixel labels (needs the image).
 
@@ -77,9 +80,12 @@ class RWNCut(nn.Module):
         full_hierarchy: bool | None = None,
         upsample: Literal["nearest", "concept", "majority"] = "nearest",
         refine: bool = False,
+        backend: str | None = None,
     ) -> None:
         super().__init__()
         check_choice("source", source, ("auto", "attention", "features", "both"))
+        if backend is not None:
+            requested_backend(backend)
         check_choice("graph", graph, ("reversible", "symmetric", "rows"))
         check_choice("upsample", upsample, ("nearest", "concept", "majority"))
         check_int("power", power, 1)
@@ -95,6 +101,7 @@ class RWNCut(nn.Module):
         self.full_hierarchy = full_hierarchy
         self.upsample = upsample
         self.refine = refine
+        self.backend = backend
         self.last_output: RWNCutOutput | None = None
 
     def build_graph(self, x: Tensor, features: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
@@ -105,7 +112,7 @@ class RWNCut(nn.Module):
             return cosine_affinity(x, self.alpha), x
         P = x.float().mean(1) if x.ndim == 4 else x
         if self.power > 1:
-            P = power_walk(P, self.power)
+            P = power_walk(P, self.power, backend=self.backend)
         if self.graph == "reversible":
             W = reversibilize(P)
         elif self.graph == "symmetric":
@@ -119,6 +126,7 @@ class RWNCut(nn.Module):
             W = 0.5 * (_unit_mean_degree(W) + _unit_mean_degree(F))
         return W, features
 
+    @torch.compiler.disable  # inside a compiled model: one graph break here, the solver runs eagerly
     @torch.no_grad()
     def segment(
         self,
@@ -137,7 +145,15 @@ class RWNCut(nn.Module):
             output_size: (H, W) of the pixel labels, or None for token labels only.
             features: (B, N, C) token features for concept upsampling when ``x`` is attention.
             image: (B, 3, H, W) in [0, 1] for PAMR refinement.
+
+        Runs with autocast disabled (graphs, eigen-solves and cuts need float32 or better; fp16/bf16
+        inputs are upcast), so the module works unchanged inside a model under ``torch.autocast``.
         """
+        with torch.autocast(x.device.type, enabled=False):
+            return self._segment(x, grid, output_size, features, image)
+
+    def _segment(self, x: Tensor, grid: tuple[int, int], output_size: tuple[int, int] | None,
+                 features: Tensor | None, image: Tensor | None) -> RWNCutOutput:
         W, own_features = self.build_graph(x, features)
         b, n, _ = W.shape
         h, w = check_grid(grid, n)
@@ -149,6 +165,7 @@ class RWNCut(nn.Module):
             full_hierarchy=self.full_hierarchy,
             method=self.method,
             tol=self.tol,
+            backend=self.backend,
         )
         tokens = seg.labels.view(b, h, w)
         pixels = None
