@@ -111,6 +111,11 @@ class RWNCut(nn.Module):
         if kind == "features":
             return cosine_affinity(x, self.alpha), x
         P = x.float().mean(1) if x.ndim == 4 else x
+        if x.dtype in (torch.float16, torch.bfloat16):
+            # 16-bit rows sum to 1 only up to rounding, which biases the walk between disconnected
+            # regions (the stationary distribution piles up on one): make them exact in float32.
+            P = P.float()
+            P = P / P.sum(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
         if self.power > 1:
             P = power_walk(P, self.power, backend=self.backend)
         if self.graph == "reversible":
