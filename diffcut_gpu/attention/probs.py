@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..kernels.dispatch import select_backend
+from ..kernels import dispatch
 
 __all__ = ["head_mean_attention", "head_mean_attention_ref"]
 
@@ -95,9 +95,8 @@ def head_mean_attention(
             f"out: expected a floating point ({B}, {N}, {M}) tensor on {query.device}, "
             f"got {tuple(out.shape)} {out.dtype} on {out.device}"
         )
-    if attn_mask is None and out.dtype == torch.float32 and select_backend(query) == "cuda":
-        from ..kernels import record_attention_cuda
-
+    if attn_mask is None and out.dtype == torch.float32 and dispatch.select("attention", query) == "cuda":
+        record_attention_cuda = dispatch.implementation("attention", "cuda")
         if not accumulate:
             out.zero_()
         return record_attention_cuda(query, key, scale, out, accumulate=True, weight=weight)

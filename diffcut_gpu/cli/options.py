@@ -130,4 +130,5 @@ def diffcut_kwargs(args: argparse.Namespace) -> dict:
         "max_depth": args.max_depth,
         "upsample": args.upsample,
         "refine": args.refine,
+        "backend": getattr(args, "backend", None),
     }

@@ -92,6 +92,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--upsample", choices=("concept", "nearest"), default="concept",
                    help="token labels to pixels (default: concept)")
     c.add_argument("--refine", action="store_true", help="refine pixel labels with PAMR")
+    c.add_argument("--backend", choices=("auto", "torch", "cuda"), default=None,
+                   help="solver kernels: auto, torch or cuda (default: $DIFFCUT_GPU_BACKEND, else auto)")
 
     o = p.add_argument_group("outputs and input handling")
     o.add_argument("--formats", type=formats_arg, default=("overlay", "png16", "json"),

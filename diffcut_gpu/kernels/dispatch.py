@@ -1,15 +1,24 @@
-"""The one place that chooses between the torch reference path and the CUDA kernels.
+"""The one place that chooses an implementation for each heavy op: the torch path or a CUDA kernel.
 
-``select_backend(tensor, override)`` returns ``"torch"`` or ``"cuda"``. The request comes from the
-``override`` argument, else from the environment variable ``DIFFCUT_GPU_BACKEND``, else ``"auto"``:
+``select(op, tensor, backend, n=..., batch=...)`` returns the implementation name for one of ``OPS``
+(``"fiedler"``, ``"sweep"``, ``"gather"``, ``"renormalize"``, ``"attention"``); callers in
+``spectral/`` and ``attention/`` run what it names and never look at devices themselves. The request
+comes from the ``backend`` argument, else from the environment variable ``DIFFCUT_GPU_BACKEND``, else
+``"auto"``:
 
 * ``"torch"``: always the torch path.
-* ``"cuda"``: the CUDA kernels; the tensor must live on a CUDA device and CuPy must be importable and
-  built for the same CUDA major version as torch, otherwise a ``ValueError`` / ``ImportError`` says
-  what to change.
-* ``"auto"``: the torch path, except for CUDA tensors of a kernel dtype (float32, float16, bfloat16)
-  once ``KERNELS_VALIDATED`` is True and CuPy is usable. If CuPy is missing there, it warns once and
-  falls back to torch.
+* ``"cuda"``: the CUDA kernel; the tensor must live on a CUDA device, CuPy must be importable and built
+  for the same CUDA major version as torch, and the kernel must support the call (its wrapper's
+  ``supports(...)``: dtype, sizes, compute capability, shared memory), otherwise a ``ValueError`` /
+  ``ImportError`` says what to change.
+* ``"auto"``: the entry of ``TABLE`` for the tensor's device type (``"torch"`` on CPU). A ``"cuda"``
+  entry is taken only once ``KERNELS_VALIDATED`` is True, CuPy is usable (else a warning, once) and the
+  kernel supports the call; otherwise the torch path. A CPU entry is the slot for another CPU solver
+  (e.g. SciPy ARPACK for ``"fiedler"``), registered in ``TABLE`` and ``IMPLEMENTATIONS``.
+
+``sync_policy(device)`` is the other per-device choice: whether a solver may read device values on the
+host to stop early (``"host"``, on CPU where a read is free) or must run fixed step blocks without any
+read (``"device"``, on a GPU where each read drains the stream).
 
 ``KERNELS_VALIDATED`` is False: the kernels in ``csrc/`` were written and compile-checked without a
 GPU, and nothing has run them yet. A session with a GPU runs ``pytest tests/gpu -q``; once the whole
@@ -19,14 +28,27 @@ version in docs/kernels.md). Until then ``"auto"`` never picks the kernels; ``"c
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-__all__ = ["BACKENDS", "ENV_VAR", "KERNELS_VALIDATED", "cupy_status", "requested_backend", "select_backend"]
+__all__ = [
+    "BACKENDS",
+    "ENV_VAR",
+    "KERNELS_VALIDATED",
+    "OPS",
+    "TABLE",
+    "cupy_status",
+    "requested_backend",
+    "select",
+    "select_backend",
+    "sync_policy",
+]
 
 KERNELS_VALIDATED = False
 """Flip to True only after ``pytest tests/gpu -q`` passes on a GPU (see the module docstring)."""
@@ -36,6 +58,32 @@ BACKENDS = ("auto", "torch", "cuda")
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 Backend = Literal["torch", "cuda"]
+
+OPS = ("fiedler", "sweep", "gather", "renormalize", "attention")
+
+TABLE: dict[str, dict[str, str]] = {op: {"cpu": "torch", "cuda": "cuda"} for op in OPS}
+"""op -> device type -> the implementation ``"auto"`` takes there (a ``"cuda"`` entry only when the
+kernel is validated, usable and supports the call). Device types not listed take ``"torch"``."""
+
+KERNEL_MODULES = {
+    "fiedler": "lanczos",
+    "sweep": "sweep",
+    "gather": "gather",
+    "renormalize": "power",
+    "attention": "attention",
+}
+"""op -> module of ``diffcut_gpu.kernels`` whose ``supports(dtype, n, batch, capability, shared_memory)``
+says whether its kernel can run a call (None) or why not (a reason)."""
+
+IMPLEMENTATIONS: dict[tuple[str, str], str] = {
+    ("fiedler", "cuda"): "diffcut_gpu.kernels.lanczos:lanczos_fiedler_cuda",
+    ("sweep", "cuda"): "diffcut_gpu.kernels.sweep:sweep_cut_cuda",
+    ("gather", "cuda"): "diffcut_gpu.kernels.gather:gather_subgraphs_cuda",
+    ("renormalize", "cuda"): "diffcut_gpu.kernels.power:renormalize_rows_cuda",
+    ("attention", "cuda"): "diffcut_gpu.kernels.attention:record_attention_cuda",
+}
+"""(op, implementation) -> "module:function" of the non-torch implementations, imported on first use
+(the torch paths live with their callers in ``spectral/`` and ``attention/``)."""
 
 _status: tuple[bool, str] | None = None
 _warned = False
@@ -91,11 +139,9 @@ def requested_backend(override: str | None = None) -> str:
 
 
 def select_backend(tensor: Tensor, override: str | None = None) -> Backend:
-    """Backend for an op whose main input is ``tensor``: ``"torch"`` or ``"cuda"``.
+    """Whether ``tensor``'s device could take the CUDA kernels at all: ``"torch"`` or ``"cuda"``.
 
-    Args:
-        tensor: the op's main input (its device and dtype decide).
-        override: ``"auto"``, ``"torch"``, ``"cuda"`` or None (then ``$DIFFCUT_GPU_BACKEND``, default auto).
+    The device and dtype rule shared by every op, without any op's ``supports``; ``select`` adds those.
 
     Raises:
         ValueError: unknown mode, or ``"cuda"`` requested for a tensor that is not on a CUDA device.
@@ -120,7 +166,7 @@ def select_backend(tensor: Tensor, override: str | None = None) -> Backend:
 
 
 def _auto(is_cuda: bool, dtype: torch.dtype) -> Backend:
-    """The ``"auto"`` rule (separate so that it can be tested without a GPU)."""
+    """The ``"auto"`` device rule (separate so that it can be tested without a GPU)."""
     global _warned
     if not (is_cuda and KERNELS_VALIDATED and dtype in KERNEL_DTYPES):
         return "torch"
@@ -133,3 +179,108 @@ def _auto(is_cuda: bool, dtype: torch.dtype) -> Backend:
             f"diffcut-gpu: using the torch path on the GPU because {reason}", RuntimeWarning, stacklevel=3
         )
     return "torch"
+
+
+def device_caps(tensor: Tensor) -> tuple[tuple[int, int], int]:
+    """(compute capability, opt-in shared memory per block in bytes) of a CUDA tensor's device."""
+    from ._common import device_index, device_limits
+
+    index = device_index(tensor)
+    return torch.cuda.get_device_capability(index), device_limits(index)[1]
+
+
+MAX_GRID_Y = 65_535
+"""CUDA's limit on gridDim.y, which carries the batch (or segment) count in the 2-D launches."""
+
+
+def launch_support(dtype: torch.dtype, dtypes: tuple[torch.dtype, ...], capability: tuple[int, int], *,
+                   batch: int, shared_need: int, shared_memory: int, min_capability: tuple[int, int] = (7, 0),
+                   grid_y: bool = True) -> str | None:
+    """The checks every kernel's ``supports`` shares: dtype, compute capability, gridDim.y, shared memory.
+
+    bfloat16 storage needs sm_80 (native bf16 loads). Returns None or the first reason the launch fails.
+    """
+    if dtype not in dtypes:
+        return f"dtype {dtype} is not one of {', '.join(str(d) for d in dtypes)}"
+    need = max(min_capability, (8, 0)) if dtype == torch.bfloat16 else min_capability
+    if tuple(capability) < need:
+        return f"compute capability {capability[0]}.{capability[1]} is below {need[0]}.{need[1]}"
+    if grid_y and batch > MAX_GRID_Y:
+        return f"batch {batch} exceeds the grid limit {MAX_GRID_Y}"
+    if shared_need > shared_memory:
+        return f"needs {shared_need} bytes of shared memory per block, the device allows {shared_memory}"
+    return None
+
+
+def kernel_support(op: str, dtype: torch.dtype, n: int, batch: int,
+                   capability: tuple[int, int], shared_memory: int) -> str | None:
+    """None when the CUDA kernel of ``op`` can run the call, else the reason it cannot."""
+    module = importlib.import_module(f"{__package__}.{KERNEL_MODULES[op]}")
+    supports: Callable[..., str | None] | None = getattr(module, "supports", None)
+    if supports is not None:
+        return supports(dtype, n, batch, capability, shared_memory)
+    if op == "attention":  # until kernels/attention.py declares its own: mma.m16n8k16 needs sm_80
+        return launch_support(dtype, (torch.float32, torch.float16, torch.bfloat16), capability, batch=batch,
+                              shared_need=0, shared_memory=shared_memory, min_capability=(8, 0), grid_y=False)
+    return None
+
+
+def select(op: str, tensor: Tensor, backend: str | None = None, *, n: int | None = None,
+           batch: int | None = None, dtype: torch.dtype | None = None) -> str:
+    """Implementation of ``op`` for a call whose main input is ``tensor``.
+
+    Args:
+        op: one of ``OPS``.
+        tensor: the op's main input (its device decides, and its dtype unless ``dtype`` is given).
+        backend: ``"auto"``, ``"torch"``, ``"cuda"`` or None (then ``$DIFFCUT_GPU_BACKEND``, default auto).
+        n, batch: problem size for the kernel's ``supports`` (default: tensor.shape[-1], tensor.shape[0]).
+        dtype: the dtype the kernel would read (default: tensor.dtype).
+
+    Returns:
+        ``"torch"``, ``"cuda"``, or another implementation registered in ``TABLE``.
+
+    Raises:
+        ValueError: unknown op or mode; ``"cuda"`` forced on a tensor off the GPU or for a call the kernel
+            does not support (the message gives the kernel's reason).
+        ImportError: ``"cuda"`` forced without a usable CuPy.
+    """
+    if op not in OPS:
+        raise ValueError(f"op: expected one of {', '.join(OPS)}, got {op!r}")
+    dtype = tensor.dtype if dtype is None else dtype
+    mode = requested_backend(backend)
+    if mode == "auto":
+        entry = TABLE[op].get(tensor.device.type if not tensor.is_cuda else "cuda", "torch")
+        if entry != "cuda":
+            return entry
+        if _auto(True, dtype) == "torch":
+            return "torch"
+    elif select_backend(tensor, backend) == "torch":
+        return "torch"
+    capability, shared = device_caps(tensor)
+    n = tensor.shape[-1] if n is None else n
+    batch = tensor.shape[0] if batch is None else batch
+    reason = kernel_support(op, dtype, n, batch, capability, shared)
+    if reason is None:
+        return "cuda"
+    if mode == "cuda":
+        raise ValueError(f"backend: the CUDA {op} kernel cannot run this call: {reason}; use backend='torch'")
+    return "torch"
+
+
+def implementation(op: str, name: str) -> Callable[..., object]:
+    """The function registered for (op, name) in ``IMPLEMENTATIONS``, imported on first use."""
+    target = IMPLEMENTATIONS.get((op, name))
+    if target is None:
+        raise ValueError(f"implementation: nothing registered for op {op!r} and implementation {name!r}")
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def sync_policy(device: torch.device, requested: str = "auto") -> str:
+    """``"host"`` or ``"device"``: whether solvers may read device values to stop early on ``device``.
+
+    ``requested`` other than ``"auto"`` is returned as it is (a test forces ``"device"`` on CPU).
+    """
+    if requested != "auto":
+        return requested
+    return "host" if device.type == "cpu" else "device"

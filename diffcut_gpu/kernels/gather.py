@@ -17,6 +17,13 @@ _TILE_ROWS = 32  # GA_TILE_ROWS
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
+def supports(dtype: torch.dtype, n: int, batch: int, capability: tuple[int, int], shared_memory: int) -> str | None:
+    """None if ``gather_subgraphs_cuda`` can gather ``batch`` sub-graphs of width n from ``dtype`` storage."""
+    from .dispatch import launch_support
+
+    return launch_support(dtype, _DTYPES, capability, batch=batch, shared_need=4 * n, shared_memory=shared_memory)
+
+
 def gather_subgraphs_cuda(W: Tensor, image_index: Tensor, node_index: Tensor, sizes: Tensor) -> Tensor:
     """Dense induced sub-graphs on the GPU: out[s] = W[image_index[s]][node_index[s]][:, node_index[s]].
 

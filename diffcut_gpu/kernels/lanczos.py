@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_int
+from .._types import KEEP, KRYLOV_DIM, FiedlerResult
 from . import limits
 from ._common import (
     aligned_rows,
@@ -70,6 +71,19 @@ _STATE_INTS, _STATE_FLOATS, _DONE = 8, 4, 2
 PER_SM_BYTES_PER_S = 40e9  # one block streaming a graph through one SM
 DEVICE_BYTES_PER_S = 2.5e12  # all SMs streaming (achievable HBM3 bandwidth)
 LAUNCH_S = 4e-6  # one kernel launch, back to back on a stream
+
+
+def supports(dtype: torch.dtype, n: int, batch: int, capability: tuple[int, int], shared_memory: int) -> str | None:
+    """None if ``lanczos_fiedler_cuda`` (default Krylov dimension) can solve (B, n, n) ``dtype`` graphs.
+
+    The tiled strategy is the fallback whenever the fused one does not fit, so its per-step shared memory
+    (two m x m float32 matrices) and its 2-D grid are what must fit.
+    """
+    from .dispatch import launch_support
+
+    m = max(1, min(KRYLOV_DIM, n - 1))
+    return launch_support(dtype, (torch.float32, torch.float16, torch.bfloat16), capability, batch=batch,
+                          shared_need=2 * m * m * 4, shared_memory=shared_memory)
 
 
 def choose_strategy(batch: int, n: int, elem: int, num_sms: int) -> str:
@@ -118,8 +132,6 @@ def lanczos_fiedler_cuda(
         ValueError: bad arguments, bad values (``check_values``), or a device that cannot run the kernel
             (compute capability, shared memory), before any launch.
     """
-    from ..spectral.lanczos import KEEP, KRYLOV_DIM, FiedlerResult
-
     check_graph_storage("W", W)
     b, n, _ = W.shape
     if n < 1:

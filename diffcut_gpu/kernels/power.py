@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_int, check_transition
+from .._power import power_by_squaring
 from ._common import batch_chunks, cdiv, check_cuda_tensor, require_device
 from .interop import i32, i64, launch
 from .loader import get_kernel
@@ -14,6 +15,14 @@ __all__ = ["power_walk_cuda", "renormalize_rows_cuda"]
 
 _THREADS = 256  # PW_THREADS
 _TILE_ROWS = 32  # PW_TILE_ROWS
+
+
+def supports(dtype: torch.dtype, n: int, batch: int, capability: tuple[int, int], shared_memory: int) -> str | None:
+    """None if ``renormalize_rows_cuda`` can run on (B, n, n) ``dtype`` matrices, else why not."""
+    from .dispatch import launch_support
+
+    return launch_support(dtype, (torch.float32, torch.float64), capability, batch=batch, shared_need=0,
+                          shared_memory=shared_memory)
 
 
 def renormalize_rows_cuda(P: Tensor) -> Tensor:
@@ -54,6 +63,4 @@ def power_walk_cuda(P: Tensor, k: int) -> Tensor:
     check_int("k", k, 1)
     check_cuda_tensor("P", P)
     check_transition("P", P, min_nodes=1)
-    from ..spectral.graph import power_by_squaring  # lazy: spectral imports this package's dispatch
-
     return power_by_squaring(P, k, renormalize_rows_cuda)

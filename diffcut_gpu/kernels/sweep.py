@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import check_batched_square, check_int, check_sizes, check_tensor
+from .._checks import check_batched_square, check_int, check_sizes, check_tensor, valid_mask
 from . import limits
 from ._common import (
     aligned_rows,
@@ -33,6 +33,14 @@ _TILE_ROWS = 32  # SW_TILE_ROWS
 _SCAN_THREADS = 1024  # SW_SCAN_THREADS
 
 
+def supports(dtype: torch.dtype, n: int, batch: int, capability: tuple[int, int], shared_memory: int) -> str | None:
+    """None if ``sweep_cut_cuda`` can run (B, n, n) graphs stored in ``dtype``, else why not."""
+    from .dispatch import launch_support
+
+    return launch_support(dtype, (torch.float32, torch.float16, torch.bfloat16), capability, batch=batch,
+                          shared_need=cdiv(n, 4) * 16, shared_memory=shared_memory)
+
+
 def sweep_cut_cuda(
     W: Tensor, x: Tensor, sizes: Tensor | None = None, *, min_side: int = 1, check_values: bool = True
 ) -> tuple[Tensor, Tensor]:
@@ -43,8 +51,9 @@ def sweep_cut_cuda(
         x: (B, N) embedding, usually the Fiedler vector.
         sizes: optional (B,) valid sizes.
         min_side: smallest number of nodes either side may keep.
-        check_values: raise on NaN, Inf or negative entries of W's valid blocks or non-finite x at valid
-            nodes, before any launch (one pass over W, one host sync); False for checked inputs.
+        check_values: validate ``sizes`` against [0, N] and raise on NaN, Inf or negative entries of W's valid
+            blocks or non-finite x at valid nodes, before any launch (one pass over W, host reads); False
+            for inputs already checked (the recursion's sub-graphs of a checked graph).
 
     Returns:
         ncut: (B,) float64, +inf where no split satisfies ``min_side``.
@@ -59,14 +68,14 @@ def sweep_cut_cuda(
         raise ValueError(f"x: expected shape ({b}, {n}), got {tuple(x.shape)}")
     if x.device != W.device:
         raise ValueError(f"x: expected a tensor on {W.device}, got {x.device}")
-    check_sizes(sizes, b, n)
     check_int("min_side", min_side, 1)
     device = W.device
     sz = sizes_tensor(sizes, b, n, device)
     if check_values:
+        check_sizes(sizes, b, n)
         check_valid_block("W", W, sz)
         check_finite_valid("x", x, sz)
-    valid = torch.arange(n, device=device).unsqueeze(0) < sz.unsqueeze(1)
+    valid = valid_mask(sz, b, n, device)
     # Valid nodes sort first whatever x holds (NaN, +-Inf: clamped to the largest finite values), so the
     # kernel's first sizes[b] positions are exactly the valid nodes and no padding row is ever read.
     big = torch.finfo(torch.float64).max

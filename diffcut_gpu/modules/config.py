@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from .._checks import check_choice, check_int
+from ..kernels.dispatch import requested_backend
 from ..spectral import ThresholdPolicy, make_policy
 from ..spectral.fiedler import METHODS
 
@@ -42,6 +43,7 @@ class CutConfig:
     full_hierarchy: bool | None = None
     upsample: str = "concept"
     refine: bool = False
+    backend: str | None = None
 
     def __post_init__(self) -> None:
         if self.source == "auto":
@@ -69,6 +71,8 @@ class CutConfig:
             raise ValueError(f"tol: expected a finite number > 0, got {self.tol!r}")
         if self.full_hierarchy is not None and not isinstance(self.full_hierarchy, bool):
             raise ValueError(f"full_hierarchy: expected None, True or False, got {self.full_hierarchy!r}")
+        if self.backend is not None:
+            requested_backend(self.backend)  # "auto", "torch" or "cuda"; None reads $DIFFCUT_GPU_BACKEND
         if not isinstance(self.refine, bool):
             raise ValueError(f"refine: expected True or False, got {self.refine!r}")
         policy = make_policy(self.threshold)  # raises on a bad number or name

@@ -68,7 +68,8 @@ class DiffCut(nn.Module):
         source: graph to cut: "attention" (random-walk NCut on the transition matrix), "features"
             (DiffCut's cosine affinity) or "both".
         power, graph, alpha, threshold, segments, min_size, max_depth, method, tol, full_hierarchy,
-            upsample, refine: see ``RWNCut``; the defaults are the same (``CutConfig``), all checked here.
+            upsample, refine, backend: see ``RWNCut``; the defaults are the same (``CutConfig``), all
+            checked here.
         null_model: with ``threshold="dynamic"``, calibrate the null bound on structureless images (a
             constant grey image and uniform noise) through this backbone, once per input size (cached):
             only splits below every NCut those images produce are kept (``spectral/null_model.py``).
@@ -99,6 +100,7 @@ class DiffCut(nn.Module):
         full_hierarchy: bool | None = _D.full_hierarchy,
         upsample: UpsampleMode = _D.upsample,
         refine: bool = _D.refine,
+        backend: str | None = _D.backend,
         null_model: bool = True,
     ) -> None:
         super().__init__()
@@ -108,7 +110,7 @@ class DiffCut(nn.Module):
         self.cut = RWNCut(
             source=source, graph=graph, power=power, alpha=alpha, threshold=threshold, segments=segments,
             min_size=min_size, max_depth=max_depth, method=method, tol=tol, full_hierarchy=full_hierarchy,
-            upsample=upsample, refine=refine,
+            upsample=upsample, refine=refine, backend=backend,
         )
 
     @property

@@ -91,7 +91,9 @@ class RWNCut(nn.Module):
         segments: when given, cut the hierarchy into exactly this many segments per image instead
             (``Segmentation.labels_for_count``; fewer only where the hierarchy has fewer leaves). The
             recursion then explores the full hierarchy and ``threshold`` is not used.
-        min_size, max_depth, method, tol, full_hierarchy: passed to ``recursive_ncut``.
+        min_size, max_depth, method, tol, full_hierarchy, backend: passed to ``recursive_ncut``
+            (``backend``: "auto", "torch" or "cuda", also for the power walk; None reads
+            ``$DIFFCUT_GPU_BACKEND``).
         upsample: token labels to pixels when ``output_size`` is given: "concept" (default; needs token
             features: ``features=`` or source="features"/"both", else a ``ValueError``), "nearest" or
             "majority" (need nothing).
@@ -128,12 +130,13 @@ class RWNCut(nn.Module):
         full_hierarchy: bool | None = _D.full_hierarchy,
         upsample: UpsampleMode = _D.upsample,
         refine: bool = _D.refine,
+        backend: str | None = _D.backend,
     ) -> None:
         super().__init__()
         config = CutConfig(
             source=source, graph=graph, power=power, alpha=alpha, threshold=threshold, segments=segments,
             min_size=min_size, max_depth=max_depth, method=method, tol=tol, full_hierarchy=full_hierarchy,
-            upsample=upsample, refine=refine,
+            upsample=upsample, refine=refine, backend=backend,
         )
         for name, value in config.as_dict().items():
             setattr(self, name, value)
@@ -179,7 +182,7 @@ class RWNCut(nn.Module):
             return cosine_affinity(x, self.alpha), x
         P = attention_to_transition(x)
         if self.power > 1:
-            P = power_walk(P, self.power)
+            P = power_walk(P, self.power, backend=self.backend)
         if self.graph == "reversible":
             W = reversibilize(P)
         elif self.graph == "symmetric":
@@ -193,6 +196,7 @@ class RWNCut(nn.Module):
             W = 0.5 * (_unit_mean_degree(W) + _unit_mean_degree(F))
         return W, features
 
+    @torch.compiler.disable  # inside a compiled model: one graph break here, the solver runs eagerly
     @torch.no_grad()
     @single_threaded()  # thousands of small ops: a thread pool only adds wake-ups (diffcut_gpu/_threads.py)
     def segment(
@@ -214,12 +218,21 @@ class RWNCut(nn.Module):
             features: (B, N, C) token features for concept upsampling when ``x`` is attention.
             image: (B, 3, H, W) in [0, 1] for PAMR refinement.
             threshold: overrides ``self.threshold`` for this call (``DiffCut`` passes its calibrated policy).
+
+        Runs with autocast disabled (graphs, eigen-solves and cuts need float32 or better; fp16/bf16
+        inputs are upcast), so the module works unchanged inside a model under ``torch.autocast``.
         """
         if output_size is not None and self.upsample == "concept" and features is None and self.source != "features":
             raise ValueError(  # before the cut, not after it
                 "features: expected (B, N, C) token features for upsample='concept' (the default), got None; "
                 "pass features=..., or build the module with upsample='nearest' or 'majority'"
             )
+        with torch.autocast(x.device.type, enabled=False):
+            return self._segment(x, grid, output_size, features, image, threshold)
+
+    def _segment(self, x: Tensor, grid: tuple[int, int], output_size: tuple[int, int] | None,
+                 features: Tensor | None, image: Tensor | None,
+                 threshold: float | str | ThresholdPolicy | None) -> RWNCutOutput:
         W, own_features = self.build_graph(x, features)
         b, n, _ = W.shape
         h, w = check_grid(grid, n)
@@ -232,6 +245,7 @@ class RWNCut(nn.Module):
             full_hierarchy=True if self.segments is not None else self.full_hierarchy,
             method=self.method,
             tol=self.tol,
+            backend=self.backend,
         )
         if self.segments is not None:
             seg.labels = seg.labels_for_count(self.segments)

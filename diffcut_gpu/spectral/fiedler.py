@@ -27,18 +27,21 @@ import torch
 from torch import Tensor
 
 from .._checks import check_batched_square, check_choice, check_graph_values, check_int, check_sizes
-from ..kernels.dispatch import select_backend
-from .lanczos import (
-    BLOCK,
-    KRYLOV_DIM,
-    FiedlerResult,
-    apply_normalized,
-    fix_sign,
-    lanczos_fiedler,
-    normalized_scaling,
-)
+from .._types import FiedlerResult, LanczosParams
+from ..kernels import dispatch
+from .lanczos import apply_normalized, fix_sign, lanczos_fiedler, normalized_scaling
 
-__all__ = ["EIGH_MAX_N", "FiedlerResult", "eigh_fiedler", "fiedler", "lanczos_fiedler", "solve_fiedler"]
+__all__ = [
+    "EIGH_MAX_N",
+    "FiedlerResult",
+    "LanczosParams",
+    "eigh_fiedler",
+    "fiedler",
+    "lanczos_fiedler",
+    "rescue_stuck",
+    "solve_fiedler",
+    "solve_fiedler_deferred",
+]
 
 EIGH_MAX_N = 224
 """``method="auto"`` takes dense eigh up to this (padded) N, Lanczos above.
@@ -88,50 +91,70 @@ def eigh_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5,
     return FiedlerResult(lam, x, residual, iterations, residual <= tol)
 
 
-FLOAT32_CYCLES = 4
-"""Restart cycles a float32 Lanczos solve gets (when ``max_iter`` is not given) before the graphs that
-have not reached ``tol`` are solved again in float64. Well-separated graphs converge in one cycle;
-clustered spectra of large sub-graphs can stall at a float32 rounding floor of a few 1e-5."""
+def solve_fiedler_deferred(W: Tensor, *, method: str = "auto", sizes: Tensor | None = None,
+                           params: LanczosParams, stored: Tensor | None = None,
+                           backend: str | None = None) -> tuple[FiedlerResult, bool]:
+    """``solve_fiedler`` without the float64 rescue: (result, whether a rescue is due).
 
-
-def _lanczos_with_float64_rescue(W: Tensor, sizes: Tensor | None, tol: float, max_iter: int | None) -> FiedlerResult:
-    """Lanczos in the compute dtype; graphs left above ``tol`` in float32 are re-solved in float64.
-
-    The residual is always the true one, so the result meets ``tol`` wherever float64 can, and the
-    rescue costs one more solve for the few graphs that need it (none for most batches).
+    A rescue is due for a float32 torch Lanczos solve (it then ran ``FLOAT32_CYCLES`` cycles when
+    ``max_iter`` is None); the caller counts the unconverged graphs (one host read, which the recursion
+    shares among all buckets of a level) and passes the count to ``rescue_stuck``. Makes no host read.
     """
-    if W.dtype != torch.float32:
-        return lanczos_fiedler(W, sizes, tol, max_iter)
-    budget = max_iter if max_iter is not None else max(1, int(FLOAT32_CYCLES * (KRYLOV_DIM // BLOCK)))
-    info = lanczos_fiedler(W, sizes, tol, budget)
-    stuck = (~info.converged).nonzero().squeeze(1)
-    if stuck.numel() == 0:
+    if method == "eigh" or (method == "auto" and W.shape[-1] <= EIGH_MAX_N):
+        return eigh_fiedler(W, sizes, params.tol), False
+    stored = W if stored is None or stored.dtype == torch.float64 else stored
+    impl = dispatch.select("fiedler", stored, backend)
+    if impl == "cuda":  # reads fp16/bf16 storage as it is; same budget meaning (passes over W)
+        kernel = dispatch.implementation("fiedler", "cuda")
+        budget = params.step_budget(W.shape[-1], rescued=False)
+        return kernel(stored, sizes, params.tol, budget, krylov_dim=params.krylov_dim, keep=params.keep,
+                      check_values=False), False
+    if impl != "torch":  # another registered solver with the common signature
+        return dispatch.implementation("fiedler", impl)(W, sizes, params.tol, params.max_iter), False
+    rescue = params.float64_rescue and W.dtype == torch.float32
+    budget = params.step_budget(W.shape[-1], rescued=rescue)
+    return lanczos_fiedler(W, sizes, params=params.with_(max_iter=budget)), rescue
+
+
+def rescue_stuck(W: Tensor, sizes: Tensor | None, info: FiedlerResult, stuck: int,
+                 params: LanczosParams) -> FiedlerResult:
+    """Re-solve in float64 the ``stuck`` graphs of a float32 solve that did not reach ``params.tol``.
+
+    ``stuck`` is their number, read on the host by the caller; which graphs they are is found on the
+    device (a stable sort puts them first), so this makes no host read. The residual is always the true
+    one, so the result meets ``tol`` wherever float64 can; ``iterations`` adds the float32 steps.
+    """
+    if stuck == 0:
         return info
-    redo = lanczos_fiedler(W[stuck].double(), None if sizes is None else sizes[stuck], tol, max_iter)
+    ids = torch.sort(info.converged.to(torch.uint8), stable=True).indices[:stuck]  # unconverged, ascending
+    sub_sizes = None if sizes is None else sizes[ids]
+    redo = lanczos_fiedler(W[ids].double(), sub_sizes, params=params)
     fields = [f.clone() for f in info]
     for field, value in zip(fields, redo):
-        field[stuck] = value.to(field.dtype)
-    fields[3][stuck] += budget  # iterations: the float32 steps plus the float64 ones
+        field[ids] = value.to(field.dtype)
+    fields[3][ids] += params.step_budget(W.shape[-1], rescued=True)  # the float32 steps before the rescue
     return FiedlerResult(*fields)
 
 
-def solve_fiedler(W: Tensor, *, method: str = "auto", tol: float = 1e-5, sizes: Tensor | None = None,
-                  max_iter: int | None = None, stored: Tensor | None = None) -> FiedlerResult:
+def solve_fiedler(W: Tensor, *, method: str = "auto", sizes: Tensor | None = None,
+                  params: LanczosParams | None = None, stored: Tensor | None = None,
+                  backend: str | None = None) -> FiedlerResult:
     """``fiedler`` without input checks, for graphs already known to be valid (the recursion's
     sub-graphs of a checked graph): W in float32/float64, sizes int64 on W's device or None.
-    ``stored`` is the graph in its storage dtype (fp16/bf16) for the CUDA kernel, when different."""
-    if method == "eigh" or (method == "auto" and W.shape[-1] <= EIGH_MAX_N):
-        return eigh_fiedler(W, sizes, tol, max_iter)
-    stored = W if stored is None or stored.dtype == torch.float64 else stored
-    if select_backend(stored) == "cuda":
-        from ..kernels import lanczos_fiedler_cuda  # reads fp16/bf16 storage as it is
-
-        return lanczos_fiedler_cuda(stored, sizes, tol, max_iter)
-    return _lanczos_with_float64_rescue(W, sizes, tol, max_iter)
+    ``stored`` is the graph in its storage dtype (fp16/bf16) for the CUDA kernel, when different.
+    A float32 Lanczos solve that stalls above tol is redone in float64 for those graphs (one host read
+    of their number)."""
+    params = LanczosParams() if params is None else params
+    info, due = solve_fiedler_deferred(W, method=method, sizes=sizes, params=params, stored=stored,
+                                       backend=backend)
+    if not due:
+        return info
+    return rescue_stuck(W, sizes, info, int((~info.converged).sum()), params)
 
 
 def fiedler(W: Tensor, *, method: str = "auto", tol: float = 1e-5, sizes: Tensor | None = None,
-            max_iter: int | None = None, return_info: bool = False) -> tuple[Tensor, Tensor] | FiedlerResult:
+            max_iter: int | None = None, return_info: bool = False, backend: str | None = None,
+            params: LanczosParams | None = None) -> tuple[Tensor, Tensor] | FiedlerResult:
     """Fiedler eigenpair (lam, x) of each graph in a (padded) batch.
 
     Args:
@@ -141,8 +164,13 @@ def fiedler(W: Tensor, *, method: str = "auto", tol: float = 1e-5, sizes: Tensor
             or "auto" (eigh for N <= EIGH_MAX_N, else lanczos).
         tol: target residual ||A v - mu v||_2 (A has norm 1); 1e-5 suits float32.
         sizes: (B,) integer valid block sizes in [2, N], or None for unpadded graphs.
-        max_iter: most Lanczos block steps per graph; None: 40 x (Krylov dimension / block size).
+        max_iter: most Lanczos block steps (passes over W) per graph and solve; None: the default budget
+            of ``LanczosParams.max_iter``.
         return_info: return the full ``FiedlerResult`` instead of (lam, x).
+        backend: "auto", "torch" or "cuda" for the Lanczos solve (None: ``$DIFFCUT_GPU_BACKEND``, else
+            auto; see ``kernels.dispatch``).
+        params: further Lanczos settings (``LanczosParams``: Krylov dimension, keep, block, float64
+            rescue, sync policy); ``tol`` and ``max_iter`` above take precedence.
 
     Returns:
         (lam (B,), x (B, N)) in the compute dtype, or FiedlerResult(lam, x, residual, iterations,
@@ -161,6 +189,10 @@ def fiedler(W: Tensor, *, method: str = "auto", tol: float = 1e-5, sizes: Tensor
         raise ValueError(f"tol: expected a positive finite float, got {tol!r}")
     if max_iter is not None:
         check_int("max_iter", max_iter, 1)
+    if params is not None and not isinstance(params, LanczosParams):
+        raise TypeError(f"params: expected a LanczosParams or None, got {type(params).__name__}")
+    params = (params or LanczosParams()).with_(tol=tol, max_iter=max_iter)
+    dispatch.requested_backend(backend)  # an unknown backend fails here, whatever the method
     b, n, _ = W.shape
     check_sizes(sizes, b, n, min_size=2)
     stored = W.detach()
@@ -172,7 +204,7 @@ def fiedler(W: Tensor, *, method: str = "auto", tol: float = 1e-5, sizes: Tensor
         info = FiedlerResult(empty, W.new_zeros(0, n), empty, empty.long(), empty.bool())
         return info if return_info else (info.lam, info.x)
     W = check_graph_values("W", W, sizes)
-    info = solve_fiedler(W, method=method, tol=tol, sizes=sizes, max_iter=max_iter, stored=stored)
+    info = solve_fiedler(W, method=method, sizes=sizes, params=params, stored=stored, backend=backend)
     if return_info:
         return info
     if not bool(info.converged.all()):

@@ -13,13 +13,22 @@ All functions are batched over a leading dimension B and run on the device of th
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
 from .._checks import check_batched_square, check_finite, check_int, check_tensor, check_transition
-from ..kernels.dispatch import select_backend
+from .._power import power_by_squaring
+from ..kernels import dispatch
+
+__all__ = [
+    "attention_row_affinity",
+    "cosine_affinity",
+    "power_by_squaring",
+    "power_walk",
+    "reversibilize",
+    "stationary_distribution",
+    "symmetrize",
+]
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -218,12 +227,13 @@ def symmetrize(P: Tensor) -> Tensor:
     return 0.5 * (p + p.transpose(-1, -2))
 
 
-def power_walk(P: Tensor, k: int) -> Tensor:
+def power_walk(P: Tensor, k: int, *, backend: str | None = None) -> Tensor:
     """k-step transition matrices P^k by repeated squaring, rows renormalised after every product.
 
     Args:
         P: (B, N, N) row-stochastic.
         k: integer >= 1. Larger k merges tokens that reach each other in k steps: coarser segments.
+        backend: "auto", "torch" or "cuda" for the row renormalisation (``kernels.dispatch``).
 
     Returns:
         (B, N, N) row-stochastic, in the compute dtype (float32, or float64 for float64 input).
@@ -233,31 +243,9 @@ def power_walk(P: Tensor, k: int) -> Tensor:
     """
     check_int("k", k, 1)
     check_transition("P", P, min_nodes=1)
-    if select_backend(P) == "cuda":
-        from ..kernels import power_walk_cuda
-
-        return power_walk_cuda(P, k)
-    return power_by_squaring(P, k)
-
-
-def power_by_squaring(P: Tensor, k: int, renormalize: Callable[[Tensor], Tensor] | None = None) -> Tensor:
-    """P^k (B, N, N) by repeated squaring in the compute dtype, ``renormalize`` applied after every
-    product (default: rows divided by their sums; the CUDA backend passes its fused kernel). No checks."""
-    renormalize = _renormalize_rows if renormalize is None else renormalize
-    base = P.to(_compute_dtype(P))
-    result: Tensor | None = None
-    while True:
-        if k & 1:
-            result = base if result is None else renormalize(torch.bmm(result, base))
-        k >>= 1
-        if not k:
-            break
-        base = renormalize(torch.bmm(base, base))
-    return result.clone() if result is P else result
-
-
-def _renormalize_rows(P: Tensor) -> Tensor:
-    return P / P.sum(-1, keepdim=True).clamp_min(torch.finfo(P.dtype).tiny)
+    impl = dispatch.select("renormalize", P, backend, dtype=_compute_dtype(P))
+    renormalize = dispatch.implementation("renormalize", "cuda") if impl == "cuda" else None
+    return power_by_squaring(P, k, renormalize)
 
 
 def _minmax_power(sim: Tensor, alpha: float) -> Tensor:

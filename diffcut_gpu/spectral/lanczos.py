@@ -4,7 +4,9 @@ The Fiedler pair of W (B, N, N) is the second-largest eigenpair (mu, v) of the n
 A = D^-1/2 W D^-1/2, whose spectrum lies in [-1, 1] and whose top eigenvector u0 = sqrt(d) / ||sqrt(d)||
 is known. Lanczos therefore runs on u0's orthogonal complement: u0 is removed from the start vectors
 and from every new vector, so the largest Ritz value converges to mu. All B graphs advance together
-with ``bmm``; host syncs happen only at convergence checkpoints, never inside a step.
+with ``bmm``. Under the ``"host"`` sync policy (CPU) the host reads convergence flags at checkpoints
+and stops early; under ``"device"`` (GPU) it runs a fixed number of steps, decides convergence per graph
+with masks on the device, and reads nothing (see ``LanczosParams.sync``).
 
 For every graph at once, with a block of p = BLOCK vectors per step:
 
@@ -16,8 +18,9 @@ For every graph at once, with a block of p = BLOCK vectors per step:
   diagonal below the spectrum for such dead columns so that they can never be chosen;
 * checkpoint (from block step CHECK_FIRST on, spaced by a cost model): eigh of the small T; where the free
   estimate ||R^T y_last|| of the top Ritz pair passes ``tol``, the Ritz vector v and its **true**
-  residual ||A v - mu v|| are formed (one matvec, one host sync); graphs at or below ``tol`` are
-  finished and frozen, and dropped from the working batch once they are half of it;
+  residual ||A v - mu v|| are formed (one matvec); graphs at or below ``tol`` are finished and frozen
+  (their results no longer change). Under the host policy the estimate is read first (one host sync)
+  and finished graphs are dropped from the working batch once they are half of it;
 * thick restart (Wu & Simon 2000) when the basis is full: keep the ``keep`` largest Ritz vectors plus
   the next block and go on; dead vectors of that block get fresh deterministic directions.
 
@@ -35,20 +38,30 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-KRYLOV_DIM = 48
-"""Basis size m per cycle (capped near N - 1): Gram-Schmidt on 48 columns costs far less than a matvec."""
+from .._checks import valid_mask
+from .._types import BLOCK, KEEP, KRYLOV_DIM, FiedlerResult, LanczosParams
+from ..kernels.dispatch import sync_policy
 
-KEEP = 16
-"""Ritz vectors kept at a thick restart (rounded down to a multiple of BLOCK, at most m - BLOCK)."""
+__all__ = [
+    "BLOCK",
+    "KEEP",
+    "KRYLOV_DIM",
+    "FiedlerResult",
+    "LanczosParams",
+    "apply_normalized",
+    "fix_sign",
+    "hash_vector",
+    "lanczos_fiedler",
+    "node_mask",
+    "normalized_scaling",
+]
 
-BLOCK = 2
-"""Vectors per block step: two independent start directions guard against a start vector that misses
-the Fiedler direction (misconvergence in clustered spectra); see ``lanczos_fiedler``."""
+node_mask = valid_mask
+"""The padded-size mask (``_checks.valid_mask``) under its older name."""
 
 CHECK_FIRST = 4
 """First convergence checkpoint (block step): attention graphs often converge in 6 to 20 block steps."""
@@ -94,33 +107,6 @@ def _paired(rows: Tensor) -> Tensor:
     return rows.repeat(2) if rows.numel() == 1 and rows.device.type == "cpu" else rows
 
 
-class FiedlerResult(NamedTuple):
-    """Fiedler pair of a batch of graphs, with solver diagnostics.
-
-    Attributes:
-        lam: (B,) second-smallest eigenvalue of the normalized Laplacian, 1 - mu, in [0, 2].
-        x: (B, N) D^-1/2 v with ||v|| = 1, sign fixed (largest |x| entry positive), 0 at padding and at
-            isolated nodes.
-        residual: (B,) ||A v - mu v||_2; A has spectral norm 1, so this is relative to the matrix.
-        iterations: (B,) int64, Lanczos block steps used, i.e. passes over W (0 for ``eigh`` and for
-            degenerate graphs).
-        converged: (B,) bool, residual <= tol.
-    """
-
-    lam: Tensor
-    x: Tensor
-    residual: Tensor
-    iterations: Tensor
-    converged: Tensor
-
-
-def node_mask(sizes: Tensor | None, batch: int, n: int, device: torch.device) -> Tensor:
-    """(B, N) bool: True inside the valid block ``[:sizes[b]]`` of each padded graph."""
-    if sizes is None:
-        return torch.ones(batch, n, dtype=torch.bool, device=device)
-    return torch.arange(n, device=device).unsqueeze(0) < sizes.to(device).unsqueeze(1)
-
-
 def normalized_scaling(W: Tensor, sizes: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Degree scaling of A = diag(s) W diag(s), its top eigenvector u0, and the nodes taking part.
 
@@ -137,7 +123,7 @@ def normalized_scaling(W: Tensor, sizes: Tensor | None = None) -> tuple[Tensor, 
             that can never carry the Fiedler vector, and they get x = 0.
     """
     b, n, _ = W.shape
-    valid = node_mask(sizes, b, n, W.device)
+    valid = valid_mask(sizes, b, n, W.device)
     zero = W.new_zeros(())
     d = _bmm(valid.to(W.dtype).unsqueeze(1), W).squeeze(1)  # column sums = degrees: fast row bmm
     d = torch.where(valid, d, zero)  # padded rows may hold any finite values (or overflow): drop them
@@ -206,12 +192,14 @@ def _fresh_direction(V: Tensor, active: Tensor, seed: int, tau: float) -> tuple[
     return r * torch.where(ok, norm.reciprocal(), 0.0), ok.squeeze(-1)
 
 
-def _fill_dead(V: Tensor, alive: Tensor, c0: int, p: int, active: Tensor, seed: int, tau: float) -> None:
+def _fill_dead(V: Tensor, alive: Tensor, c0: int, p: int, active: Tensor, seed: int, tau: float,
+               read: bool = True) -> None:
     """Give each dead column c0 .. c0+p-1 (row 1 + c of V) a fresh direction orthogonal to the rest,
-    in place; a column stays dead (0) where the space of the active nodes is used up."""
+    in place; a column stays dead (0) where the space of the active nodes is used up. ``read``: skip the
+    work when no column is dead (one host read per column); False computes it always, without a read."""
     for a in range(p):
         dead = ~alive[:, c0 + a]
-        if bool(dead.any()):
+        if not read or bool(dead.any()):
             fresh, ok = _fresh_direction(V[:, : 1 + c0 + p], active, seed + a, tau)  # own row is 0
             V[:, 1 + c0 + a] = torch.where(dead.unsqueeze(-1), fresh, V[:, 1 + c0 + a])
             alive[:, c0 + a] |= dead & ok
@@ -257,7 +245,7 @@ def _rayleigh_ritz(H: Tensor, alive: Tensor, filled: int) -> tuple[Tensor, Tenso
 
 
 def _thick_restart(V: Tensor, H: Tensor, alive: Tensor, theta: Tensor, Y: Tensor, keep: int, p: int,
-                   active: Tensor, seed: int, tau: float) -> None:
+                   active: Tensor, seed: int, tau: float, read: bool = True) -> None:
     """Restart in place from the top ``keep`` Ritz vectors and the next block (Wu & Simon 2000, block form).
 
     H restarts as diag(theta_kept); the couplings of the Ritz vectors to the next block are recomputed
@@ -275,44 +263,53 @@ def _thick_restart(V: Tensor, H: Tensor, alive: Tensor, theta: Tensor, Y: Tensor
     alive.zero_()
     alive[:, :keep] = kept
     alive[:, keep : keep + p] = nxt_alive
-    _fill_dead(V, alive, keep, p, active, seed, tau)
+    _fill_dead(V, alive, keep, p, active, seed, tau, read)
 
 
 @torch.no_grad()
-def lanczos_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5, max_iter: int | None = None,
-                    *, krylov_dim: int = KRYLOV_DIM, keep: int = KEEP, block: int = BLOCK) -> FiedlerResult:
+def lanczos_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float | None = None, max_iter: int | None = None,
+                    *, params: LanczosParams | None = None, **fields: object) -> FiedlerResult:
     """Fiedler pairs of a batch of graphs by batched thick-restart block Lanczos.
 
-    This is the swappable solver behind ``fiedler(method="lanczos")``; it skips input checks.
+    This is the swappable solver behind ``fiedler(method="lanczos")``; it skips input checks. It runs
+    one solve in W's dtype; the float64 rescue of float32 solves is the caller's (``fiedler.py``).
 
     Args:
         W: (B, N, N) symmetric non-negative graphs in the compute dtype (float32 or float64), finite
             everywhere, padding included (values there are ignored).
         sizes: (B,) int valid block sizes (each >= 2), or None.
-        tol: stop a graph once its true residual ||A v - mu v|| <= tol.
-        max_iter: most block steps (passes over W) per graph; None means 40 * m / block.
-        krylov_dim: basis size m per cycle (capped near N - 1, rounded up to a multiple of ``block``).
-        keep: Ritz vectors kept at each thick restart (a multiple of ``block``, at most m - block).
-        block: vectors per step. Two start vectors make it very unlikely that both miss the Fiedler
-            direction, which a single one does (and then converges to the wrong eigenvector) when the
-            top of the spectrum is clustered.
+        tol, max_iter: override ``params.tol`` / ``params.max_iter`` when given (the common solver
+            signature ``(W, sizes, tol, max_iter)``).
+        params: ``LanczosParams`` (Krylov dimension, keep, block, budget, tolerance, sync policy);
+            ``max_iter`` None here means ``CYCLES`` restart cycles (``params.step_budget(rescued=False)``).
+        **fields: further ``LanczosParams`` fields to override (e.g. ``krylov_dim=12, keep=4``).
 
     Returns:
         FiedlerResult; ``iterations`` counts block steps. Graphs with fewer than two active nodes get
         lam = 0, x = 0, residual 0.
 
-    Convergence is tested at checkpoints (from step CHECK_FIRST on, spaced by the STEP_COST / CHECK_COST model,
-    and at the end of each cycle) with the free estimate ||R^T y_last|| (R the block residual); only
-    when some graph passes it is the true residual computed. The checkpoint schedule depends only on N
-    and the step, and a graph finishes on its own estimate and residual, so a batch gives each graph the
-    answer it gets alone (up to bmm rounding): finished graphs are frozen, and graphs never mix.
+    Convergence is tested at checkpoints (from step CHECK_FIRST on, spaced by the STEP_COST / CHECK_COST
+    model, and at the end of each cycle) with the free estimate ||R^T y_last|| (R the block residual) and
+    the true residual. The checkpoint schedule depends only on N and the step, and a graph finishes on its
+    own estimate and residual, so a batch gives each graph the answer it gets alone (up to bmm rounding):
+    finished graphs are frozen, and graphs never mix. Both sync policies finish every graph at the same
+    checkpoint; ``"host"`` stops as soon as all are finished, ``"device"`` always runs the whole budget.
     """
+    params = (params or LanczosParams()).with_(tol=tol, max_iter=max_iter, **fields)
+    n = W.shape[-1]
+    m, keep, p = params.basis(n)
+    budget = params.step_budget(n, rescued=False)
+    if sync_policy(W.device, params.sync) == "device":
+        return _lanczos_fixed(W, sizes, params.tol, budget, m, keep, p)
+    return _lanczos_early_exit(W, sizes, params.tol, budget, m, keep, p)
+
+
+def _lanczos_early_exit(W: Tensor, sizes: Tensor | None, tol: float, max_iter: int, m: int, keep: int,
+                        p: int) -> FiedlerResult:
+    """The host sync policy: checkpoints read whether any graph may finish, finished graphs leave the
+    working batch once they are half of it, and the solve returns when every graph has finished."""
     b_all, n, _ = W.shape
     dtype, device = W.dtype, W.device
-    p = max(1, block)
-    m = p * max(1, math.ceil(min(krylov_dim, n - 1) / p))
-    keep = p * max(0, min(keep, m - p) // p)
-    max_iter = 40 * (m // p) if max_iter is None else max_iter
     tau = 10 * torch.finfo(dtype).eps * math.sqrt(n)  # ||w|| below this (||A|| = ||q|| = 1) is noise
 
     s, u0, active = normalized_scaling(W, sizes)
@@ -339,29 +336,21 @@ def lanczos_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5, m
     alive = torch.zeros(b, m + p, dtype=torch.bool, device=device)
     _fill_dead(V, alive, 0, p, active, 0, tau)
     done = torch.zeros(b, dtype=torch.bool, device=device)
-    c0, steps, cycle, since = 0, 0, 0, 0.0
-    step_cost = STEP_COST[0] + STEP_COST[1] * p * n * n
+    c0, steps, cycle = 0, 0, 0
+    schedule = _Checkpoints(n, p)
     s_row = s.unsqueeze(1)
     while True:
         while c0 + p <= m and steps < max_iter:
             R = _expand(W, s_row, V, H, alive, c0, p, tau)
             c0, steps = c0 + p, steps + 1
-            # Per-graph costs: the checkpoint schedule depends on (n, step) only, never on the batch.
-            since += step_cost
-            last = c0 + p > m or steps >= max_iter
-            check_cost = CHECK_COST[0] + CHECK_COST[1] * c0**3
-            if not last and (steps < CHECK_FIRST or since * since < 2 * REMAINING_STEPS * check_cost * step_cost):
+            if not schedule.due(steps, c0, last=c0 + p > m or steps >= max_iter):
                 continue
-            since = 0.0
             theta, Y = _rayleigh_ritz(H, alive, c0)
             y_last = Y[:, c0 - p : c0, -1:].transpose(1, 2)  # (b, 1, p): top Ritz vector, last block
             estimate = _bmm(y_last, R).norm(dim=(1, 2))
             if not bool((((estimate <= tol) | (steps >= max_iter)) & ~done).any()):
                 continue
-            mu = theta[:, -1]
-            v = _bmm(Y[:, :, -1:].transpose(1, 2), V[:, 1 : c0 + 1]).squeeze(1)
-            v = v / v.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
-            res = (apply_normalized(W, s, v) - mu.unsqueeze(-1) * v).norm(dim=-1)
+            mu, v, res = _ritz_pair(W, s, V, theta, Y, c0)
             ok = res <= tol
             # A graph finishes on its own estimate and residual only, so a batch gives every graph
             # exactly the answer it gets alone (whatever the other graphs do).
@@ -384,3 +373,89 @@ def lanczos_fiedler(W: Tensor, sizes: Tensor | None = None, tol: float = 1e-5, m
         cycle += 1
         _thick_restart(V, H, alive, theta, Y, keep, p, active, p * cycle, tau)
         c0 = keep
+
+
+def _lanczos_fixed(W: Tensor, sizes: Tensor | None, tol: float, max_iter: int, m: int, keep: int,
+                   p: int) -> FiedlerResult:
+    """The device sync policy: ``max_iter`` block steps for every graph, no host read.
+
+    Each checkpoint forms every graph's Ritz pair and true residual; graphs that pass ``tol`` (or reach
+    ``max_iter``) are written to the results with masks and frozen there, while the batch keeps its shape.
+    Same checkpoints and finishing rule as ``_lanczos_early_exit``, so every graph gets the same answer;
+    the cost is the whole budget even when all graphs finished early. (On CUDA, ``torch.linalg.eigh`` of
+    the small T still checks its cuSOLVER status on the host inside ATen.)
+    """
+    b_all, n, _ = W.shape
+    dtype, device = W.dtype, W.device
+    tau = 10 * torch.finfo(dtype).eps * math.sqrt(n)
+    s, u0, active = normalized_scaling(W, sizes)
+    solvable = active.sum(-1) >= 2
+    if b_all == 1 and device.type == "cpu":  # same rounding as in a batch (see _paired)
+        W, s, u0, active, solvable = (t.expand(2, *t.shape[1:]) for t in (W, s, u0, active, solvable))
+    b = W.shape[0]
+    lam = W.new_zeros(b)
+    x = W.new_zeros(b, n)
+    residual = W.new_zeros(b)
+    iterations = torch.zeros(b, dtype=torch.int64, device=device)
+    converged = torch.ones(b, dtype=torch.bool, device=device)
+    done = ~solvable  # nothing to solve: the zero answer stands
+
+    V = W.new_zeros(b, 1 + m + p, n)
+    V[:, 0] = u0
+    H = W.new_zeros(b, m, m)
+    alive = torch.zeros(b, m + p, dtype=torch.bool, device=device)
+    _fill_dead(V, alive, 0, p, active, 0, tau, read=False)
+    c0, steps, cycle = 0, 0, 0
+    schedule = _Checkpoints(n, p)
+    s_row = s.unsqueeze(1)
+    while steps < max_iter:
+        while c0 + p <= m and steps < max_iter:
+            R = _expand(W, s_row, V, H, alive, c0, p, tau)
+            c0, steps = c0 + p, steps + 1
+            if not schedule.due(steps, c0, last=c0 + p > m or steps >= max_iter):
+                continue
+            theta, Y = _rayleigh_ritz(H, alive, c0)
+            y_last = Y[:, c0 - p : c0, -1:].transpose(1, 2)
+            estimate = _bmm(y_last, R).norm(dim=(1, 2))
+            mu, v, res = _ritz_pair(W, s, V, theta, Y, c0)
+            ok = res <= tol
+            finish = ((ok & (estimate <= tol)) | (steps >= max_iter)) & ~done
+            lam = torch.where(finish, (1 - mu).clamp(0, 2), lam)
+            x = torch.where(finish.unsqueeze(-1), fix_sign(s * v), x)
+            residual = torch.where(finish, res, residual)
+            iterations = torch.where(finish, steps, iterations)
+            converged = torch.where(finish, ok, converged)
+            done = done | finish
+        if steps >= max_iter:
+            break
+        cycle += 1
+        _thick_restart(V, H, alive, theta, Y, keep, p, active, p * cycle, tau, read=False)
+        c0 = keep
+    return FiedlerResult(lam[:b_all], x[:b_all], residual[:b_all], iterations[:b_all], converged[:b_all])
+
+
+class _Checkpoints:
+    """When to test convergence: from block step CHECK_FIRST on, once the steps since the last test cost
+    what the STEP_COST / CHECK_COST model says, and at the end of every cycle. Depends on (N, step) only,
+    never on the batch or the data."""
+
+    def __init__(self, n: int, p: int) -> None:
+        self.step_cost = STEP_COST[0] + STEP_COST[1] * p * n * n
+        self.since = 0.0
+
+    def due(self, steps: int, c0: int, *, last: bool) -> bool:
+        self.since += self.step_cost  # per-graph costs
+        check_cost = CHECK_COST[0] + CHECK_COST[1] * c0**3
+        if not last and (steps < CHECK_FIRST or self.since**2 < 2 * REMAINING_STEPS * check_cost * self.step_cost):
+            return False
+        self.since = 0.0
+        return True
+
+
+def _ritz_pair(W: Tensor, s: Tensor, V: Tensor, theta: Tensor, Y: Tensor, c0: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Top Ritz pair (mu (b,), unit v (b, N)) of the basis V[:, 1 : c0 + 1] and its true residual (b,)."""
+    mu = theta[:, -1]
+    v = _bmm(Y[:, :, -1:].transpose(1, 2), V[:, 1 : c0 + 1]).squeeze(1)
+    v = v / v.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(W.dtype).tiny)
+    res = (apply_normalized(W, s, v) - mu.unsqueeze(-1) * v).norm(dim=-1)
+    return mu, v, res

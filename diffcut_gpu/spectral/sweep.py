@@ -15,16 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import check_batched_square, check_int, check_sizes, check_tensor
-from ..kernels.dispatch import select_backend
-
-
-def valid_mask(sizes: Tensor | None, batch: int, n: int, device: torch.device) -> Tensor:
-    """(B, N) bool: True inside the valid block of each padded matrix."""
-    idx = torch.arange(n, device=device)
-    if sizes is None:
-        return torch.ones(batch, n, dtype=torch.bool, device=device)
-    return idx.unsqueeze(0) < sizes.to(device).unsqueeze(1)
+from .._checks import check_batched_square, check_int, check_sizes, check_tensor, valid_mask
+from ..kernels import dispatch
 
 
 def _masked_graph(W: Tensor, valid: Tensor, dtype: torch.dtype) -> Tensor:
@@ -70,20 +62,27 @@ def ncut_value(W: Tensor, mask: Tensor, sizes: Tensor | None = None) -> Tensor:
 
 
 def sweep_cut(
-    W: Tensor, x: Tensor, sizes: Tensor | None = None, *, min_side: int = 1
+    W: Tensor, x: Tensor, sizes: Tensor | None = None, *, min_side: int = 1, backend: str | None = None
 ) -> tuple[Tensor, Tensor]:
     """Minimum NCut over all splits of the nodes sorted by ``x``.
 
     Args:
-        W: (B, N, N) symmetric non-negative graph (padded when ``sizes`` is given).
+        W: (B, N, N) symmetric non-negative graph (padded when ``sizes`` is given; padding may hold
+            anything, it is never read).
         x: (B, N) embedding, usually the Fiedler vector D^-1/2 v.
         sizes: optional (B,) valid sizes.
         min_side: smallest number of nodes either side may keep.
+        backend: "auto", "torch" or "cuda" (None: ``$DIFFCUT_GPU_BACKEND``, else auto; see
+            ``kernels.dispatch``).
 
     Returns:
         ncut: (B,) float64, the minimum NCut, +inf where no split satisfies ``min_side``.
         mask: (B, N) bool, True for S = the nodes with the smallest x up to the best split point
         (ties between split points go to the smallest S); False at padding.
+
+    Raises:
+        ValueError: W with NaN, Inf or negative entries in a valid block, or x with NaN or Inf at a
+            valid node (a sort by NaN is no cut), or bad shapes / sizes / min_side.
 
     Example:
         >>> lam, x = fiedler(W)
@@ -94,15 +93,43 @@ def sweep_cut(
     b, n, _ = W.shape
     if x.shape != (b, n):
         raise ValueError(f"x: expected shape ({b}, {n}), got {tuple(x.shape)}")
+    if x.device != W.device:
+        raise ValueError(f"x: expected a tensor on {W.device} (W's device), got {x.device}")
     check_sizes(sizes, b, n)
     check_int("min_side", min_side, 1)
-    if W.dtype != torch.float64 and select_backend(W) == "cuda":
-        from ..kernels import sweep_cut_cuda
+    dispatch.requested_backend(backend)  # an unknown backend fails even for an empty batch
+    if b == 0:
+        return W.new_zeros(0, dtype=torch.float64), torch.zeros(0, n, dtype=torch.bool, device=W.device)
+    valid = valid_mask(sizes, b, n, W.device)
+    _check_sweep_values(W, x, valid)
+    return sweep_cut_unchecked(_masked_graph(W, valid, W.dtype) if sizes is not None else W, x, sizes,
+                               min_side=min_side, backend=backend)
 
-        return sweep_cut_cuda(W, x, sizes, min_side=min_side)
-    if sizes is not None:
-        W = _masked_graph(W, valid_mask(sizes, b, n, W.device), W.dtype)  # padding may hold anything
-    return sweep_cut_clean(W, x, sizes, min_side=min_side)
+
+def _check_sweep_values(W: Tensor, x: Tensor, valid: Tensor) -> None:
+    """Raise on NaN / Inf / negative entries of W in the valid blocks, or NaN / Inf of x at valid nodes."""
+    block = valid.unsqueeze(-1) & valid.unsqueeze(-2)
+    bad_w = torch.where(block, ~torch.isfinite(W), False).any()
+    negative = torch.where(block, W < 0, False).any()
+    bad_x = torch.where(valid, ~torch.isfinite(x), False).any()
+    flags = torch.stack([bad_w, negative, bad_x]).tolist()  # one host read for the three checks
+    if flags[0]:
+        raise ValueError("W: expected finite values in the valid block, got NaN or Inf entries")
+    if flags[1]:
+        raise ValueError("W: expected non-negative entries (a graph), got negative entries in the valid block")
+    if flags[2]:
+        raise ValueError("x: expected finite values at the valid nodes, got NaN or Inf (no order to sweep)")
+
+
+def sweep_cut_unchecked(W: Tensor, x: Tensor, sizes: Tensor | None = None, *, min_side: int = 1,
+                        backend: str | None = None, compute: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``sweep_cut`` without input checks or host reads, for graphs whose padding is exactly 0 (what the
+    recursion gathers): the dispatch picks the CUDA kernel (which reads W in its stored dtype) or
+    ``sweep_cut_clean`` (on ``compute``, W in the compute dtype, when the caller has it)."""
+    impl = dispatch.select("sweep", W, backend)
+    if impl == "cuda":
+        return dispatch.implementation("sweep", "cuda")(W, x, sizes, min_side=min_side, check_values=False)
+    return sweep_cut_clean(W if compute is None else compute, x, sizes, min_side=min_side)
 
 
 SWEEP_CHUNK_ELEMENTS = 1 << 20

@@ -70,15 +70,149 @@ def test_env_var_parsing(monkeypatch):
     assert dispatch.requested_backend() == "auto"
 
 
-def test_auto_stays_on_torch_until_validated(monkeypatch):
-    assert dispatch.KERNELS_VALIDATED is False  # flip only after `pytest tests/gpu` passes on a GPU
+@pytest.mark.parametrize("validated", [False, True])
+def test_auto_follows_kernels_validated(monkeypatch, validated):
+    """``"auto"`` takes the kernels for CUDA tensors of a kernel dtype exactly when they are validated;
+    CPU tensors and float64 always take torch, and ``"cuda"`` forces the kernels either way."""
     monkeypatch.setattr(dispatch, "cupy_status", lambda: (True, "ok"))
-    assert dispatch.select_backend(_fake_cuda(torch.zeros(4))) == "torch"
-    monkeypatch.setattr(dispatch, "KERNELS_VALIDATED", True)
-    assert dispatch.select_backend(_fake_cuda(torch.zeros(4))) == "cuda"
-    assert dispatch.select_backend(_fake_cuda(torch.zeros(4, dtype=torch.float16))) == "cuda"
+    monkeypatch.setattr(dispatch, "KERNELS_VALIDATED", validated)
+    want = "cuda" if validated else "torch"
+    assert dispatch.select_backend(_fake_cuda(torch.zeros(4))) == want
+    assert dispatch.select_backend(_fake_cuda(torch.zeros(4, dtype=torch.float16))) == want
     assert dispatch.select_backend(_fake_cuda(torch.zeros(4, dtype=torch.float64))) == "torch"
     assert dispatch.select_backend(torch.zeros(4)) == "torch"
+    assert dispatch.select_backend(_fake_cuda(torch.zeros(4)), "cuda") == "cuda"
+    _caps(monkeypatch, (9, 0))
+    for op in dispatch.OPS:
+        assert dispatch.select(op, _fake_cuda(torch.zeros(2, 64, 64))) == want, op
+        assert dispatch.select(op, _fake_cuda(torch.zeros(2, 64, 64)), "cuda") == "cuda", op
+        assert dispatch.select(op, torch.zeros(2, 64, 64)) == "torch", op
+
+
+def _caps(monkeypatch, capability=(9, 0), shared=227 * 1024):
+    monkeypatch.setattr(dispatch, "device_caps", lambda t: (capability, shared))
+
+
+def test_select_checks_what_each_kernel_supports(monkeypatch):
+    monkeypatch.setattr(dispatch, "cupy_status", lambda: (True, "ok"))
+    monkeypatch.setattr(dispatch, "KERNELS_VALIDATED", True)
+    W = _fake_cuda(torch.zeros(2, 64, 64))
+    # sm_75: attention (mma.m16n8k16) needs sm_80; the others run; bf16 storage needs sm_80 everywhere.
+    _caps(monkeypatch, (7, 5))
+    assert dispatch.select("attention", W) == "torch"
+    with pytest.raises(ValueError, match=r"CUDA attention kernel cannot run .* compute capability 7\.5 is below 8\.0"):
+        dispatch.select("attention", W, "cuda")
+    assert dispatch.select("sweep", W) == "cuda"
+    assert dispatch.select("sweep", _fake_cuda(torch.zeros(2, 64, 64, dtype=torch.bfloat16))) == "torch"
+    _caps(monkeypatch, (9, 0), shared=48 * 1024)
+    # sweep needs 16 * ceil(N / 4) bytes of shared memory: N = 16384 needs 64 KiB.
+    assert dispatch.select("sweep", W, n=16384) == "torch"
+    with pytest.raises(ValueError, match=r"sweep kernel cannot run .* 65536 bytes of shared memory"):
+        dispatch.select("sweep", W, "cuda", n=16384)
+    # The batch rides on gridDim.y (at most 65,535).
+    assert dispatch.select("gather", W, n=32, batch=70_000) == "torch"
+    with pytest.raises(ValueError, match="batch 70000 exceeds the grid limit 65535"):
+        dispatch.select("gather", W, "cuda", n=32, batch=70_000)
+    # No float64 sweep or Lanczos kernel; the gather has one, the renormalisation takes float32/float64.
+    W64 = _fake_cuda(torch.zeros(2, 64, 64, dtype=torch.float64))
+    assert dispatch.select("sweep", W64, "cuda", dtype=torch.float32) == "cuda"
+    with pytest.raises(ValueError, match=r"dtype torch\.float64 is not one of"):
+        dispatch.select("fiedler", W64, "cuda")
+    assert dispatch.select("gather", W64, "cuda") == "cuda"
+    with pytest.raises(ValueError, match="op: expected one of fiedler, sweep"):
+        dispatch.select("eigh", W)
+
+
+def test_wrappers_declare_supports():
+    from diffcut_gpu.kernels import gather, lanczos, power, sweep
+
+    ok = ((9, 0), 227 * 1024)
+    for module in (gather, lanczos, power, sweep):
+        assert module.supports(torch.float32, 256, 8, *ok) is None, module.__name__
+    assert "float64" in sweep.supports(torch.float64, 256, 8, *ok)
+    assert "float16" in power.supports(torch.float16, 256, 8, *ok)
+    assert lanczos.supports(torch.bfloat16, 256, 8, (7, 0), 96 * 1024).startswith("compute capability 7.0")
+    assert "shared memory" in lanczos.supports(torch.float32, 4096, 8, (9, 0), 8 * 1024)  # two 48 x 48 floats
+    assert "shared memory" in gather.supports(torch.float32, 65536, 8, (9, 0), 200 * 1024)  # 4 bytes per column
+
+
+def test_table_slot_for_another_cpu_solver(monkeypatch):
+    """A CPU entry of the table names another implementation, which ``implementation`` imports."""
+    assert dispatch.select("fiedler", torch.zeros(2, 8, 8)) == "torch"
+    monkeypatch.setitem(dispatch.TABLE, "fiedler", {"cpu": "arpack", "cuda": "cuda"})
+    monkeypatch.setitem(dispatch.IMPLEMENTATIONS, ("fiedler", "arpack"), "diffcut_gpu.spectral.fiedler:eigh_fiedler")
+    assert dispatch.select("fiedler", torch.zeros(2, 8, 8)) == "arpack"
+    assert dispatch.select("fiedler", torch.zeros(2, 8, 8), "torch") == "torch"
+    from diffcut_gpu import fiedler
+    from diffcut_gpu.spectral.fiedler import eigh_fiedler
+
+    assert dispatch.implementation("fiedler", "arpack") is eigh_fiedler
+    with pytest.raises(ValueError, match="nothing registered"):
+        dispatch.implementation("sweep", "arpack")
+    W = torch.rand(2, 300, 300, dtype=torch.float64)
+    W = W + W.transpose(1, 2)
+    lam = fiedler(W, method="lanczos", return_info=True)  # routed to the "arpack" slot: eigh here
+    assert (lam.iterations == 0).all()
+
+
+def test_sync_policy():
+    assert dispatch.sync_policy(torch.device("cpu")) == "host"
+    assert dispatch.sync_policy(torch.device("cuda", 0)) == "device"
+    assert dispatch.sync_policy(torch.device("cpu"), "device") == "device"
+
+
+def test_backend_argument_reaches_every_entry_point():
+    from diffcut_gpu import DiffCut, RWNCut, fiedler, recursive_ncut, sweep_cut
+
+    W = torch.rand(2, 16, 16)
+    W = W + W.transpose(1, 2)
+    x = torch.rand(2, 16)
+    for call in (
+        lambda b: fiedler(W, backend=b),
+        lambda b: sweep_cut(W, x, backend=b),
+        lambda b: recursive_ncut(W, backend=b),
+        lambda b: RWNCut(backend=b),
+        lambda b: DiffCut(torch.nn.Identity(), backend=b),
+    ):
+        with pytest.raises(ValueError, match=r"backend: expected one of auto, torch, cuda, got 'gpu'"):
+            call("gpu")
+    with pytest.raises(ValueError, match="backend: expected a CUDA tensor"):
+        fiedler(torch.ones(2, 300, 300), method="lanczos", backend="cuda")
+    with pytest.raises(ValueError, match="backend: expected a CUDA tensor"):
+        sweep_cut(W, x, backend="cuda")
+    with pytest.raises(ValueError, match="backend: expected a CUDA tensor"):
+        recursive_ncut(W, backend="cuda", min_size=2)
+    assert fiedler(W, backend="torch")[0].shape == (2,)
+
+
+def test_recursion_runs_every_op_through_the_table(monkeypatch):
+    """The recursion's gather, Lanczos and sweep all ask the dispatch, and run what it names: here a
+    stand-in "cuda" sweep (the torch sweep under another name) that must see every bucket."""
+    from diffcut_gpu import recursive_ncut, reversibilize
+    from diffcut_gpu.spectral.sweep import sweep_cut_clean
+    from tests.conftest import attention_like
+
+    asked, swept = [], []
+    select = dispatch.select
+
+    def spy(op, tensor, backend=None, **kw):
+        asked.append(op)
+        return "cuda" if op == "sweep" else select(op, tensor, backend, **kw)
+
+    def fake_sweep(W, x, sizes=None, *, min_side=1, check=True):
+        swept.append(W.shape)
+        assert check is False  # the recursion's sizes are known good: no host read
+        return sweep_cut_clean(W.float(), x, sizes, min_side=min_side)
+
+    W = reversibilize(attention_like(2, 240, seed=1, temperature=6.0, dtype=torch.float32))
+    ref = recursive_ncut(W, threshold=0.5, max_depth=3)
+    monkeypatch.setattr(dispatch, "select", spy)
+    monkeypatch.setitem(dispatch.IMPLEMENTATIONS, ("sweep", "cuda"), f"{__name__}:_FAKE_SWEEP")
+    monkeypatch.setitem(globals(), "_FAKE_SWEEP", fake_sweep)
+    seg = recursive_ncut(W, threshold=0.5, max_depth=3)
+    assert {"gather", "fiedler", "sweep"} <= set(asked)
+    assert len(swept) == asked.count("sweep") > 1
+    assert torch.equal(seg.labels, ref.labels)
 
 
 def test_auto_warns_once_without_cupy(monkeypatch):

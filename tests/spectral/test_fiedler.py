@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from diffcut_gpu._types import LanczosParams
 from diffcut_gpu.spectral.fiedler import FiedlerResult, fiedler
 from diffcut_gpu.spectral.lanczos import hash_vector
 from tests.conftest import attention_like, planted_attention
@@ -308,17 +309,18 @@ def test_batch_invariant_exactly_on_clustered_spectra():
         assert torch.equal(one.x[0], batch.x[b]) and torch.equal(one.iterations[0], batch.iterations[b])
 
 
-def test_float32_stall_is_rescued_in_float64(monkeypatch):
-    """Graphs a float32 solve leaves above tol are re-solved in float64 and meet tol (checked residual)."""
-    import importlib
-
+@pytest.mark.parametrize("sync", ["host", "device"])
+def test_float32_stall_is_rescued_in_float64(monkeypatch, sync):
+    """Graphs a float32 solve leaves above tol are re-solved in float64 and meet tol (checked residual),
+    under both sync policies (the device one finds the stuck graphs without a host read)."""
+    import diffcut_gpu._types as types_module
     from diffcut_gpu import reversibilize as _reversibilize
     from tests.conftest import attention_like as _attention_like
 
-    fiedler_module = importlib.import_module("diffcut_gpu.spectral.fiedler")
-    monkeypatch.setattr(fiedler_module, "FLOAT32_CYCLES", 0.05)  # about one block step in float32
+    monkeypatch.setattr(types_module, "FLOAT32_CYCLES", 0.05)  # about one block step in float32
+    monkeypatch.setattr(types_module, "CYCLES", 4)  # the float64 budget (all of it runs under "device")
     W = _reversibilize(_attention_like(3, 260, seed=9, temperature=2.0)).float()
-    info = fiedler(W, method="lanczos", tol=1e-7, return_info=True)
+    info = fiedler(W, method="lanczos", tol=1e-7, return_info=True, params=LanczosParams(sync=sync))
     assert info.converged.all() and (info.residual <= 1e-7).all()
     assert (info.iterations > 1).all() and info.x.dtype == torch.float32
     ref = fiedler(W.double(), method="eigh", return_info=True)

@@ -129,3 +129,47 @@ def test_exception(args, match):
 def test_exception_min_side():
     with pytest.raises(ValueError, match="min_side"):
         sweep_cut(torch.ones(1, 3, 3), torch.ones(1, 3), min_side=0)
+
+
+def _nan_at(t: torch.Tensor, *index) -> torch.Tensor:
+    t = t.clone()
+    t[index] = float("nan")
+    return t
+
+
+@pytest.mark.parametrize(
+    "W, x, sizes, match",
+    [
+        (_nan_at(torch.ones(2, 4, 4), 1, 2, 3), torch.rand(2, 4), None, r"W: expected finite values"),
+        (torch.full((1, 4, 4), float("inf")), torch.rand(1, 4), None, r"W: expected finite values"),
+        (-torch.ones(1, 4, 4), torch.rand(1, 4), None, r"W: expected non-negative entries"),
+        (torch.ones(1, 4, 4), _nan_at(torch.rand(1, 4), 0, 1), None, r"x: expected finite values"),
+        (torch.ones(1, 4, 4), torch.rand(1, 4).double(), None, None),  # any float dtype of x is fine
+    ],
+)
+def test_exception_bad_values_named_up_front(W, x, sizes, match):
+    if match is None:
+        assert sweep_cut(W, x)[0].shape == (1,)
+        return
+    with pytest.raises(ValueError, match=match):
+        sweep_cut(W, x, sizes)
+
+
+def test_bad_values_in_padding_are_ignored():
+    W = reversibilize(attention_like(1, 6, seed=2))
+    padded = torch.full((1, 8, 8), float("nan"), dtype=W.dtype)
+    padded[:, :6, :6] = W
+    padded[0, 7, 7] = -1.0
+    x = torch.cat([torch.rand(1, 6, dtype=W.dtype), torch.full((1, 2), float("nan"), dtype=W.dtype)], 1)
+    ncut, mask = sweep_cut(padded, x, torch.tensor([6]))
+    ref_ncut, ref_mask = sweep_cut(W, x[:, :6])
+    torch.testing.assert_close(ncut, ref_ncut, rtol=1e-12, atol=0)
+    assert torch.equal(mask[:, :6], ref_mask) and not mask[:, 6:].any()
+
+
+def test_empty_batch():
+    ncut, mask = sweep_cut(torch.ones(0, 5, 5), torch.ones(0, 5))
+    assert ncut.shape == (0,) and ncut.dtype == torch.float64
+    assert mask.shape == (0, 5) and mask.dtype == torch.bool
+    ncut, mask = sweep_cut(torch.ones(0, 5, 5), torch.ones(0, 5), torch.zeros(0, dtype=torch.long))
+    assert ncut.shape == (0,) and mask.shape == (0, 5)
