@@ -62,8 +62,12 @@ Backend = Literal["torch", "cuda"]
 OPS = ("fiedler", "sweep", "gather", "renormalize", "attention")
 
 TABLE: dict[str, dict[str, str]] = {op: {"cpu": "torch", "cuda": "cuda"} for op in OPS}
+TABLE["fiedler"]["cpu"] = "arpack"
 """op -> device type -> the implementation ``"auto"`` takes there (a ``"cuda"`` entry only when the
-kernel is validated, usable and supports the call). Device types not listed take ``"torch"``."""
+kernel is validated, usable and supports the call). Device types not listed take ``"torch"``. On CPU the
+Fiedler solve is SciPy ARPACK, one graph at a time (``spectral/arpack.py``: 3-4x faster than the batched
+torch Lanczos there, where batching gains nothing, and exactly batch invariant); ``backend="torch"``
+keeps the torch Lanczos."""
 
 KERNEL_MODULES = {
     "fiedler": "lanczos",
@@ -77,6 +81,7 @@ says whether its kernel can run a call (None) or why not (a reason)."""
 
 IMPLEMENTATIONS: dict[tuple[str, str], str] = {
     ("fiedler", "cuda"): "diffcut_gpu.kernels.lanczos:lanczos_fiedler_cuda",
+    ("fiedler", "arpack"): "diffcut_gpu.spectral.arpack:arpack_fiedler",
     ("sweep", "cuda"): "diffcut_gpu.kernels.sweep:sweep_cut_cuda",
     ("gather", "cuda"): "diffcut_gpu.kernels.gather:gather_subgraphs_cuda",
     ("renormalize", "cuda"): "diffcut_gpu.kernels.power:renormalize_rows_cuda",

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .lanczos import FiedlerResult, fix_sign, hash_vector
+from .._types import FiedlerResult
+from .lanczos import fix_sign, hash_vector
 
 __all__ = ["DENSE_MAX_N", "NCV", "arpack_fiedler"]
 

@@ -104,6 +104,8 @@ def solve_fiedler_deferred(W: Tensor, *, method: str = "auto", sizes: Tensor | N
         return eigh_fiedler(W, sizes, params.tol), False
     stored = W if stored is None or stored.dtype == torch.float64 else stored
     impl = dispatch.select("fiedler", stored, backend)
+    if method == "lanczos" and impl not in ("torch", "cuda"):
+        impl = "torch"  # "lanczos" names the algorithm: the torch twin wherever the kernel is not taken
     if impl == "cuda":  # reads fp16/bf16 storage as it is; same budget meaning (passes over W)
         kernel = dispatch.implementation("fiedler", "cuda")
         budget = params.step_budget(W.shape[-1], rescued=False)
@@ -160,8 +162,10 @@ def fiedler(W: Tensor, *, method: str = "auto", tol: float = 1e-5, sizes: Tensor
     Args:
         W: (B, N, N) symmetric, non-negative graphs, N >= 2; fp16/bf16 are upcast to float32, float64
             stays float64. Only the valid block ``W[b, :sizes[b], :sizes[b]]`` is read for the answer.
-        method: "eigh" (dense reference, O(B N^3)), "lanczos" (batched thick-restart block Lanczos)
-            or "auto" (eigh for N <= EIGH_MAX_N, else lanczos).
+        method: "eigh" (dense reference, O(B N^3)), "lanczos" (batched thick-restart block Lanczos, or
+            its CUDA kernel) or "auto" (eigh for N <= EIGH_MAX_N, else the dispatch table's solver: SciPy
+            ARPACK one graph at a time on CPU (``spectral/arpack.py``; ``max_iter`` does not apply
+            there), Lanczos elsewhere).
         tol: target residual ||A v - mu v||_2 (A has norm 1); 1e-5 suits float32.
         sizes: (B,) integer valid block sizes in [2, N], or None for unpadded graphs.
         max_iter: most Lanczos block steps (passes over W) per graph and solve; None: the default budget

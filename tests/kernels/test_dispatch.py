@@ -86,7 +86,8 @@ def test_auto_follows_kernels_validated(monkeypatch, validated):
     for op in dispatch.OPS:
         assert dispatch.select(op, _fake_cuda(torch.zeros(2, 64, 64))) == want, op
         assert dispatch.select(op, _fake_cuda(torch.zeros(2, 64, 64)), "cuda") == "cuda", op
-        assert dispatch.select(op, torch.zeros(2, 64, 64)) == "torch", op
+        assert dispatch.select(op, torch.zeros(2, 64, 64)) == dispatch.TABLE[op]["cpu"], op
+        assert dispatch.select(op, torch.zeros(2, 64, 64), "torch") == "torch", op
 
 
 def _caps(monkeypatch, capability=(9, 0), shared=227 * 1024):
@@ -138,7 +139,8 @@ def test_wrappers_declare_supports():
 
 def test_table_slot_for_another_cpu_solver(monkeypatch):
     """A CPU entry of the table names another implementation, which ``implementation`` imports."""
-    assert dispatch.select("fiedler", torch.zeros(2, 8, 8)) == "torch"
+    assert dispatch.select("fiedler", torch.zeros(2, 8, 8)) == "arpack"  # the shipped CPU solver
+    assert dispatch.implementation("fiedler", "arpack").__name__ == "arpack_fiedler"
     monkeypatch.setitem(dispatch.TABLE, "fiedler", {"cpu": "arpack", "cuda": "cuda"})
     monkeypatch.setitem(dispatch.IMPLEMENTATIONS, ("fiedler", "arpack"), "diffcut_gpu.spectral.fiedler:eigh_fiedler")
     assert dispatch.select("fiedler", torch.zeros(2, 8, 8)) == "arpack"
@@ -151,8 +153,10 @@ def test_table_slot_for_another_cpu_solver(monkeypatch):
         dispatch.implementation("sweep", "arpack")
     W = torch.rand(2, 300, 300, dtype=torch.float64)
     W = W + W.transpose(1, 2)
-    lam = fiedler(W, method="lanczos", return_info=True)  # routed to the "arpack" slot: eigh here
+    lam = fiedler(W, method="auto", return_info=True)  # routed to the "arpack" slot: eigh here
     assert (lam.iterations == 0).all()
+    lam = fiedler(W, method="lanczos", return_info=True)  # "lanczos" names the algorithm: the torch twin
+    assert (lam.iterations > 0).all()
 
 
 def test_sync_policy():
@@ -199,9 +203,9 @@ def test_recursion_runs_every_op_through_the_table(monkeypatch):
         asked.append(op)
         return "cuda" if op == "sweep" else select(op, tensor, backend, **kw)
 
-    def fake_sweep(W, x, sizes=None, *, min_side=1, check=True):
+    def fake_sweep(W, x, sizes=None, *, min_side=1, check_values=True):
         swept.append(W.shape)
-        assert check is False  # the recursion's sizes are known good: no host read
+        assert check_values is False  # the recursion's graphs are checked already: no host read
         return sweep_cut_clean(W.float(), x, sizes, min_side=min_side)
 
     W = reversibilize(attention_like(2, 240, seed=1, temperature=6.0, dtype=torch.float32))

@@ -21,12 +21,13 @@ from tests.conftest import attention_like
 def count_syncs(W: torch.Tensor, **kwargs) -> tuple[int, int, collections.Counter]:
     """(host reads, levels solved, reads by op) of one ``recursive_ncut`` call."""
     with SyncCounter() as counter:
-        seg = recursive_ncut(W, **kwargs)
+        seg = recursive_ncut(W, backend="torch", **kwargs)
     levels = int(seg.level.max()) + 1  # levels of solves: the deepest nodes' level was solved too
     return counter.total, levels, counter.counts
 
 
-# Fixed step blocks without reads, as on a GPU; a short budget keeps the test quick (the count does not
+# The solvers a GPU runs (the torch twins; the CPU's ARPACK slot of the op table reads the host by design),
+# with fixed step blocks without reads, as on a GPU; a short budget keeps the test quick (the count does not
 # depend on it: a budget the solves miss only sends more graphs to the rescue, read once per level).
 DEVICE = LanczosParams(sync="device", max_iter=24)
 CONSTANT = 10
@@ -61,8 +62,8 @@ def test_at_most_two_reads_per_level_whatever_the_batch(threshold):
 def test_device_policy_gives_the_host_policy_segments():
     W = reversibilize(attention_like(3, 300, seed=5, temperature=5.0, dtype=torch.float32))
     for threshold in (0.4, "dynamic"):
-        host = recursive_ncut(W, threshold=threshold, params=LanczosParams(sync="host"))
-        device = recursive_ncut(W, threshold=threshold, params=LanczosParams(sync="device"))
+        host = recursive_ncut(W, threshold=threshold, params=LanczosParams(sync="host"), backend="torch")
+        device = recursive_ncut(W, threshold=threshold, params=LanczosParams(sync="device"), backend="torch")
         assert torch.equal(host.labels, device.labels)
         assert torch.equal(host.parent, device.parent)
         torch.testing.assert_close(host.ncut, device.ncut, rtol=1e-6, atol=0)
