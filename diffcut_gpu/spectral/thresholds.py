@@ -198,15 +198,18 @@ class NullBoundThreshold:
         base: policy choosing the threshold among significant splits (default log-Otsu). ``None``: the
             bound alone, every significant split is kept.
 
-    The significance rule is per node (``significant``), so it needs no full hierarchy by itself.
+    The significance rule is per node (``significant``): the recursion expands only nodes whose NCut is
+    below the bound (the policy reports the bound on a hierarchy without candidates), and the base policy
+    chooses among those, so no full hierarchy is needed and the recursion stops early.
     """
+
+    needs_full_hierarchy = False
 
     def __init__(self, bound: float = 1.0, base: ThresholdPolicy | str | None = "logotsu") -> None:
         if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound <= 1:
             raise ValueError(f"bound: expected a null NCut in (0, 1], got {bound!r}")
         self.bound = float(bound)
         self.base = None if base is None else make_policy(base)
-        self.needs_full_hierarchy = self.base is not None and self.base.needs_full_hierarchy
 
     def significant(self, size: Tensor, ncut: Tensor, eigenvalue: Tensor, level: Tensor) -> Tensor:
         """(M,) bool per node: ``ncut < bound`` (size, eigenvalue and level complete the per-node API)."""

@@ -48,7 +48,7 @@ def test_bound_only_and_with_bound_and_errors():
     seg = recursive_ncut(W, threshold=NullBoundThreshold(0.5, base=None))
     assert not seg.thresholds.isinf().any() and seg.thresholds.item() == 0.5
     assert NullBoundThreshold(0.9).with_bound(0.4).bound == 0.4
-    assert NullBoundThreshold(0.9, base=None).needs_full_hierarchy is False
+    assert NullBoundThreshold(0.9).needs_full_hierarchy is False
     for bad in (0, 1.5, True, "x"):
         with pytest.raises(ValueError, match="bound"):
             NullBoundThreshold(bad)
@@ -64,3 +64,17 @@ def test_structureless_images():
     assert x.shape == (2, 3, 5, 7) and (x[0] == 0.5).all()
     assert 0 <= float(x[1].min()) and float(x[1].max()) <= 1 and float(x[1].std()) > 0.2
     assert torch.equal(structureless_images(5, 7)[1], x[1])  # seeded: the null is reproducible
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_early_stop_equals_full_hierarchy(seed):
+    """Expanding only significant nodes gives the labels of the full hierarchy (nothing else is choosable)."""
+    from tests.conftest import attention_like
+
+    W = reversibilize(attention_like(3, 90, seed=seed, temperature=4.0))
+    full = recursive_ncut(W, threshold="logotsu", min_size=2, max_depth=6)
+    bound = float(full.ncut[torch.isfinite(full.ncut)].median())  # a bound that cuts the hierarchy
+    policy = NullBoundThreshold(bound)
+    pruned = recursive_ncut(W, threshold=policy, min_size=2, max_depth=6)
+    assert pruned.num_nodes < full.num_nodes
+    assert torch.equal(pruned.labels, full.labels_at(policy(full)))
