@@ -218,7 +218,7 @@ class Method:
             number of segments of ``rwncut`` at the same power and threshold), "diffcut" (DiffCut's
             per-node recursion, dense eigh + 100 thresholds, on the feature graph; constant tau only).
         threshold: constant tau (split while NCut < tau) or a policy name ("dynamic", "null", "otsu",
-            "gap", or one of ``diffcut_gpu.spectral.dynamic_extra.EXTRA_POLICIES``).
+            "gap", ... any name of ``diffcut_gpu.spectral.policy_names()``).
         power: k of the walk ``P^k`` (rwncut, kmeans).
         on: descriptors clustered by kmeans: "attention" or "features".
         alpha: sharpening exponent of the feature graph (features, diffcut).
@@ -290,11 +290,17 @@ def _number_or_name(value: str) -> float | str:
         return value
 
 
-def resolve_threshold(threshold: float | str):
-    """A ``ThresholdPolicy`` from a number, "dynamic" or any policy name (``spectral.make_policy``)."""
-    from diffcut_gpu.spectral import make_policy
+def resolve_threshold(threshold: float | str, graph: Tensor | None = None):
+    """A ``ThresholdPolicy`` from a number, "dynamic" or any policy name (``spectral.make_policy``);
+    ``graph`` is the (B, N, N) graph that is cut (policies that score partitions on it need it). Without
+    it, a name is only checked."""
+    from diffcut_gpu.spectral import make_policy, policy_names
 
-    return make_policy(threshold)
+    if graph is None and isinstance(threshold, str):
+        if threshold not in policy_names():
+            make_policy(threshold)  # raises the registry's error message
+        return threshold
+    return make_policy(threshold, graph=graph)
 
 
 # --------------------------------------------------------------------------------------------- scores
@@ -517,12 +523,11 @@ def _cut_all(W: Tensor, thresholds: set, min_size: int, max_depth: int) -> dict:
     """One hierarchy for all thresholds: explored up to the largest constant, or fully for a policy."""
     from diffcut_gpu.spectral import ConstantThreshold, recursive_ncut
 
-    policies = {t: resolve_threshold(t) for t in thresholds}
+    policies = {t: resolve_threshold(t, graph=W) for t in thresholds}
     constants = [p.tau for p in policies.values() if isinstance(p, ConstantThreshold)]
     full = len(constants) < len(policies)
     seg = recursive_ncut(W, threshold=max(constants, default=1.0), min_size=min_size, max_depth=max_depth,
                          full_hierarchy=True if full else None)
-    seg.extras["graph"] = W  # for policies that score segmentations on the graph (dynamic_extra)
     out = {}
     for t, policy in policies.items():
         tau = policy(seg).to(torch.float64)

@@ -271,7 +271,8 @@ def make_policy(threshold: float | str | ThresholdPolicy, *, graph: Tensor | Non
         return threshold
     if isinstance(threshold, str):
         if threshold not in POLICIES:
-            raise ValueError(f"threshold: expected a number or one of {list(POLICIES)}, got {threshold!r}")
+            others = sorted(n for n in POLICIES if n != "dynamic")
+            raise ValueError(f"threshold: expected a number, 'dynamic' or one of {others}, got {threshold!r}")
         factory = POLICIES[threshold]
         if getattr(factory, "needs_graph", False):
             if graph is None:
