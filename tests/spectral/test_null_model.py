@@ -30,16 +30,14 @@ def test_planted_partition_recovered_exactly(seed, sizes):
     assert recursive_ncut(reversibilize(more), threshold=NullBoundThreshold(bound)).num_segments.tolist() == [1] * 3
 
 
-def test_uncalibrated_is_logotsu_below_one():
+def test_uncalibrated_is_logotsu():
+    from diffcut_gpu.spectral import LogOtsuThreshold
+
     P, _ = planted_attention(2, [20, 30, 25], noise=0.5, seed=4)
-    W = reversibilize(P)
-    a = recursive_ncut(W, threshold="dynamic")
-    b = recursive_ncut(W, threshold="logotsu")
-    significant = torch.where(b.ncut < 1, b.ncut, torch.full_like(b.ncut, float("inf")))
-    assert isinstance(make_policy("dynamic"), NullBoundThreshold)
-    if bool((b.ncut[torch.isfinite(b.ncut)] < 1).all()):  # then no candidate is dropped: same cut
-        assert torch.equal(a.labels, b.labels)
-    assert torch.isfinite(significant).any()
+    seg = recursive_ncut(reversibilize(P), threshold="logotsu")
+    policy = make_policy("dynamic")
+    assert isinstance(policy, NullBoundThreshold) and policy.bound == 1.0 and policy.needs_full_hierarchy
+    torch.testing.assert_close(policy(seg), LogOtsuThreshold()(seg), rtol=0, atol=0)
 
 
 def test_bound_only_and_with_bound_and_errors():
@@ -48,7 +46,7 @@ def test_bound_only_and_with_bound_and_errors():
     seg = recursive_ncut(W, threshold=NullBoundThreshold(0.5, base=None))
     assert not seg.thresholds.isinf().any() and seg.thresholds.item() == 0.5
     assert NullBoundThreshold(0.9).with_bound(0.4).bound == 0.4
-    assert NullBoundThreshold(0.9).needs_full_hierarchy is False
+    assert NullBoundThreshold(0.9).needs_full_hierarchy is False  # calibrated: the recursion prunes
     for bad in (0, 1.5, True, "x"):
         with pytest.raises(ValueError, match="bound"):
             NullBoundThreshold(bad)
