@@ -126,6 +126,7 @@ def diffcut_kwargs(args: argparse.Namespace) -> dict:
         "source": args.source,
         "power": args.power,
         "threshold": args.threshold,
+        "segments": getattr(args, "segments", None),
         "min_size": args.min_size,
         "max_depth": args.max_depth,
         "upsample": args.upsample,

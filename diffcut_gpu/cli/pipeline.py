@@ -26,7 +26,7 @@ from torch import nn
 
 from ..eval.labels import resize_labels
 from ..io import ImageReadError, InputItem, Manifest, output_paths, read_image, write_outputs
-from ..models.vit import target_size
+from ..models.vit import budget_size, target_size
 
 __all__ = [
     "FAIL_AFTER_ENV",
@@ -50,7 +50,8 @@ class PipelineConfig:
     out_dir: str
     formats: tuple[str, ...]
     resolution: int
-    resize: str = "square"  # "square": (R, R); "short": short side R, aspect kept
+    resize: str = "budget"  # "budget": about ``tokens`` tokens, aspect kept; "square": (R, R); "short": short side R
+    tokens: int = 1024  # the token budget of resize="budget"
     multiple: int = 14  # processing sides are rounded to a multiple of this (patch size, VAE/UNet stride)
     batch_size: int = 1
     workers: int = 2
@@ -72,16 +73,22 @@ class RankStats:
     run_errors: list[str] = field(default_factory=list)  # run-level files that could not be written
 
 
-def processing_size(height: int, width: int, resolution: int, resize: str, multiple: int) -> tuple[int, int]:
-    """``(h, w)`` to segment at: ``(R, R)`` or short side ``R``; sides are multiples of ``multiple``.
+def processing_size(
+    height: int, width: int, resolution: int, resize: str, multiple: int, tokens: int = 1024
+) -> tuple[int, int]:
+    """``(h, w)`` to segment at: about ``tokens`` cells of ``multiple`` pixels with the aspect kept
+    ("budget"), ``(R, R)`` ("square") or short side ``R`` ("short"); sides are multiples of ``multiple``.
 
-    The rounding is ``models.vit.target_size``'s (nearest multiple, halves up, at least one multiple).
+    The rounding of "square" and "short" is ``models.vit.target_size``'s (nearest multiple, halves up, at
+    least one multiple); "budget" is ``models.vit.budget_size``.
     """
+    if resize == "budget":
+        return budget_size(int(height), int(width), int(multiple), int(tokens))
     if resize == "square":
         return target_size(height, width, multiple, (resolution, resolution))
     if resize == "short":
         return target_size(height, width, multiple, resolution)
-    raise ValueError(f"resize: expected 'square' or 'short', got {resize!r}")
+    raise ValueError(f"resize: expected 'budget', 'square' or 'short', got {resize!r}")
 
 
 def _read(item: InputItem, config: PipelineConfig) -> np.ndarray | ImageReadError:
@@ -129,7 +136,8 @@ def _batches(
         if isinstance(rgb, ImageReadError):
             on_error(item, str(rgb))
             continue
-        this = processing_size(rgb.shape[0], rgb.shape[1], config.resolution, config.resize, config.multiple)
+        this = processing_size(rgb.shape[0], rgb.shape[1], config.resolution, config.resize, config.multiple,
+                               config.tokens)
         if batch and (this != size or len(batch) >= config.batch_size):
             yield batch
             batch = []
@@ -143,9 +151,11 @@ def _batches(
 def _segment(
     model: nn.Module, rgbs: list[np.ndarray], config: PipelineConfig, device: torch.device
 ) -> list[dict]:
-    """Segment a batch of same-processing-size images; per image: labels at its own size + JSON fields."""
+    """Segment a batch of same-processing-size images; per image: labels at its own size + JSON fields.
+
+    Token labels go to each original size in one step (``_labels_at``), not through the processing size."""
     h0, w0 = rgbs[0].shape[:2]
-    size = processing_size(h0, w0, config.resolution, config.resize, config.multiple)
+    size = processing_size(h0, w0, config.resolution, config.resize, config.multiple, config.tokens)
     pixels = []
     for rgb in rgbs:
         x = torch.from_numpy(rgb).to(device).permute(2, 0, 1).unsqueeze(0).float().div_(255)
@@ -160,7 +170,7 @@ def _segment(
     results = []
     for b, rgb in enumerate(rgbs):
         results.append({
-            "labels": resize_labels(labels[b].astype(np.uint16), rgb.shape[:2]),  # host: no device memory
+            "labels": _labels_at(out, labels, b, rgb.shape[:2]),
             "threshold": float(seg.thresholds[b]),
             "num_segments": int(seg.num_segments[b]),
             "processing_size": list(size),
@@ -168,6 +178,23 @@ def _segment(
             "tree": seg.image_tree(b),
         })
     return results
+
+
+def _labels_at(out, labels: np.ndarray, b: int, size: tuple[int, int]) -> np.ndarray:
+    """Image ``b``'s labels at its original ``size``: its token labels upsampled there in one step by the
+    model's own rule (concept or nearest), so the aspect ratio and boundaries are not squashed through the
+    processing size. A model output without a re-cuttable result, or with PAMR refinement (which needs the
+    processed image), falls back to nearest-resizing the processing-size labels (on the host: no device
+    memory for a huge image)."""
+    cut = getattr(out, "cut", None)
+    if cut is None or cut.refine or tuple(labels.shape[-2:]) == tuple(size):
+        return resize_labels(labels[b].astype(np.uint16), size)
+    from ..upsample import upsample_labels
+
+    feats = None if cut.features is None else cut.features[b : b + 1]
+    mode = cut.upsample if feats is not None else "nearest"
+    up = upsample_labels(cut.token_labels[b : b + 1], tuple(size), mode=mode, features=feats)
+    return up[0].cpu().numpy().astype(np.uint16)
 
 
 def _reason(err: BaseException) -> str:

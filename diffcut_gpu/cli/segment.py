@@ -75,14 +75,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     m.add_argument("--dtype", type=dtype_arg, default="auto", help=DTYPE_HELP)
     m.add_argument("--threads", type=threads_arg, default=None, metavar="N", help=THREADS_HELP)
     m.add_argument("--resolution", type=positive_int, metavar="PIXELS",
-                   help="processing size (default: 448 for vit, 1024 for diffusion)")
-    m.add_argument("--resize", choices=("square", "short"), default="square",
-                   help="square: resize to RESxRES; short: short side to RES, aspect kept (default: square)")
+                   help="processing size for --resize square/short (default: 448 for vit, 1024 for diffusion)")
+    m.add_argument("--resize", choices=("budget", "square", "short"), default=None,
+                   help="budget: about --tokens tokens, aspect kept; square: RESxRES; short: short side to RES, "
+                   "aspect kept (default: budget, or square when --resolution is given)")
+    m.add_argument("--tokens", type=positive_int, default=1024, metavar="N",
+                   help="token budget of --resize budget (default: 1024, a 32x32 grid)")
     m.add_argument("--batch-size", "-b", type=positive_int, default=1, metavar="B", help="images per batch")
 
     c = p.add_argument_group("segmentation (DiffCut arguments)")
     c.add_argument("--threshold", type=threshold_arg, default="dynamic",
                    help=f"NCut threshold: a number or one of {', '.join(THRESHOLD_NAMES)} (default: dynamic)")
+    c.add_argument("--segments", type=positive_int, default=None, metavar="K",
+                   help="cut the hierarchy into exactly K segments (lowest NCut first) instead of --threshold")
     c.add_argument("--power", type=positive_int, default=1, metavar="K", help="random-walk power P^k")
     c.add_argument("--source", choices=("attention", "features", "both"), default="attention",
                    help="graph to cut (default: attention)")
@@ -171,8 +176,9 @@ def load_model(args: argparse.Namespace, device: torch.device) -> nn.Module:
 
     name = args.model or DEFAULT_MODEL[args.backbone]
     try:
-        return DiffCut.from_pretrained(
-            name, backbone=args.backbone, device=device, dtype=torch_dtype(args.dtype), **diffcut_kwargs(args)
+        return DiffCut.from_pretrained(  # the pipeline resizes (--resize): the backbone keeps its input size
+            name, backbone=args.backbone, device=device, dtype=torch_dtype(args.dtype),
+            backbone_kwargs={"token_budget": None} if args.backbone == "vit" else None, **diffcut_kwargs(args)
         ).eval()
     except ImportError as err:
         raise SetupError(str(err)) from None
@@ -221,11 +227,13 @@ def _segment(args: argparse.Namespace, dist: DistContext) -> int:
     plan = plan_work(found.items, dist, out_dir=args.out, formats=args.formats, overwrite=args.overwrite,
                      manifest=manifest, run_id=run_id)
     resolution = args.resolution or DEFAULT_RESOLUTION[args.backbone]
+    resize = args.resize or ("budget" if args.resolution is None else "square")
     options = {
         "backbone": args.backbone,
         "model": args.model or DEFAULT_MODEL[args.backbone],
         "resolution": resolution,
-        "resize": args.resize,
+        "resize": resize,
+        "tokens": args.tokens,
         "dtype": args.dtype,
         **diffcut_kwargs(args),
     }
@@ -240,7 +248,7 @@ def _segment(args: argparse.Namespace, dist: DistContext) -> int:
         multiple = _size_multiple(model, args.backbone)
         _check_resolution(resolution, multiple)
         config = PipelineConfig(
-            out_dir=args.out, formats=args.formats, resolution=resolution, resize=args.resize,
+            out_dir=args.out, formats=args.formats, resolution=resolution, resize=resize, tokens=args.tokens,
             multiple=multiple, batch_size=args.batch_size, workers=args.workers,
             max_pixels=args.max_pixels, min_side=args.min_side, fsync=args.fsync, options=options,
             run_id=run_id,

@@ -33,7 +33,10 @@ from diffcut_gpu.attention.hf import hf_attention_to_transition, special_tokens
 from diffcut_gpu.models._loading import first_line, model_source, offline_hint, transformers_dtype
 from diffcut_gpu.models.output import BackboneOutput
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ViTBackbone"]
+__all__ = ["DEFAULT_TOKEN_BUDGET", "IMAGENET_MEAN", "IMAGENET_STD", "ViTBackbone", "budget_size"]
+
+#: Tokens an image is resized to hold by default (``DiffCut.from_pretrained``, the CLI): DiffCut's 32x32 grid.
+DEFAULT_TOKEN_BUDGET = 1024
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -121,14 +124,35 @@ def _round_to_patch(x: float, patch: int) -> int:
     return max(patch, math.floor(x / patch + 0.5) * patch)
 
 
+def budget_size(height: int, width: int, cell: int, tokens: int) -> tuple[int, int]:
+    """(H, W), multiples of ``cell``, holding about ``tokens`` cells of ``cell`` pixels, aspect ratio kept.
+
+    Both sides are scaled by ``sqrt(tokens * cell^2 / (height * width))`` and rounded to the nearest cell
+    (at least one), so a 481x321 photo and a 6000x4000 one get about the same grid (39x26 at 1,024
+    tokens of 14 pixels).
+    """
+    for arg, value in (("height", height), ("width", width), ("cell", cell), ("tokens", tokens)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{arg}: expected a positive int, got {value!r}")
+    scale = math.sqrt(tokens * cell * cell / (height * width))
+    return _round_to_patch(height * scale, cell), _round_to_patch(width * scale, cell)
+
+
 def target_size(
-    height: int, width: int, patch: int, resolution: int | tuple[int, int] | None
+    height: int,
+    width: int,
+    patch: int,
+    resolution: int | tuple[int, int] | None,
+    token_budget: int | None = None,
 ) -> tuple[int, int]:
     """Pixel size the image is resized to before the transformer; both sides are multiples of ``patch``.
 
-    ``resolution=None`` keeps the image size, rounded to the nearest patch multiple; an ``int`` sets the
-    short side (aspect ratio kept); ``(H, W)`` sets both sides (each rounded to a patch multiple).
+    ``resolution=None`` keeps the image size, rounded to the nearest patch multiple, or with a
+    ``token_budget`` scales it to about that many tokens (``budget_size``); an ``int`` sets the short
+    side (aspect ratio kept); ``(H, W)`` sets both sides (each rounded to a patch multiple).
     """
+    if resolution is None and token_budget is not None:
+        return budget_size(int(height), int(width), patch, token_budget)
     if resolution is None:
         return _round_to_patch(height, patch), _round_to_patch(width, patch)
     if isinstance(resolution, int):
@@ -184,8 +208,12 @@ class ViTBackbone(nn.Module):
             or what ``AutoModel`` gives for them). It is switched to eager attention (the only kind that
             returns attention probabilities) and to eval mode.
         layers: indices into the model's blocks (negative counts from the end) whose attention is averaged.
-        resolution: ``None`` keeps the input size rounded to the patch multiple; an ``int`` is the short
-            side in pixels; ``(H, W)`` is both sides. Position embeddings are interpolated to any grid.
+        resolution: ``None`` keeps the input size rounded to the patch multiple (or applies
+            ``token_budget``); an ``int`` is the short side in pixels; ``(H, W)`` is both sides. Position
+            embeddings are interpolated to any grid.
+        token_budget: with ``resolution=None``, resize every image to hold about this many tokens, aspect
+            kept (``budget_size``); ``None`` keeps the input size. ``DiffCut.from_pretrained`` sets
+            ``DEFAULT_TOKEN_BUDGET``.
         feature_layer: ``None`` takes the features from the last hidden state (after the final layer
             norm); an ``int`` takes the output of that block (``hidden_states[feature_layer + 1]``, so
             ``-1`` is the last block before the final norm).
@@ -203,6 +231,7 @@ class ViTBackbone(nn.Module):
         *,
         layers: Sequence[int] = (-4, -3, -2, -1),
         resolution: int | tuple[int, int] | None = None,
+        token_budget: int | None = None,
         feature_layer: int | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
@@ -221,6 +250,11 @@ class ViTBackbone(nn.Module):
             None if feature_layer is None else _check_layers(feature_layer, num_layers, "feature_layer")[0]
         )
         self.resolution = _check_resolution(resolution)
+        if token_budget is not None and (
+            isinstance(token_budget, bool) or not isinstance(token_budget, int) or token_budget < 1
+        ):
+            raise ValueError(f"token_budget: expected None or a positive number of tokens, got {token_budget!r}")
+        self.token_budget = token_budget
         self.patch_size = _patch_size(config)
         self.num_special_tokens = special_tokens(config)
         self.num_channels = channels
@@ -317,7 +351,7 @@ class ViTBackbone(nn.Module):
     def preprocess(self, images: Tensor) -> Tensor:
         """Resize ``(B, C, H, W)`` to patch multiples and normalise; returns the model's pixel values."""
         height, width = images.shape[-2:]
-        size = target_size(height, width, self.patch_size, self.resolution)
+        size = target_size(height, width, self.patch_size, self.resolution, self.token_budget)
         x = images.float() if images.dtype in (torch.float16, torch.bfloat16) else images
         if size != (height, width):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
@@ -377,6 +411,7 @@ class ViTBackbone(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"layers={self.layers}, resolution={self.resolution}, feature_layer={self.feature_layer}, "
+            f"layers={self.layers}, resolution={self.resolution}, token_budget={self.token_budget}, "
+            f"feature_layer={self.feature_layer}, "
             f"patch_size={self.patch_size}, num_special_tokens={self.num_special_tokens}"
         )

@@ -142,7 +142,9 @@ class DiffCut(nn.Module):
         """Build the backbone from a hub name or a local folder, then the module around it.
 
         ``backbone="diffusion"`` loads a Stable Diffusion family checkpoint with diffusers (default
-        ``segmind/SSD-1B``); ``backbone="vit"`` a Hugging Face ViT (e.g. a local DINOv2 folder).
+        ``segmind/SSD-1B``); ``backbone="vit"`` a Hugging Face ViT (e.g. a local DINOv2 folder), which
+        resizes every image to about ``DEFAULT_TOKEN_BUDGET`` (1,024) tokens, aspect kept, unless
+        ``backbone_kwargs`` sets ``resolution`` or ``token_budget``.
         ``backbone_kwargs`` go to the backbone's ``from_pretrained``; ``kwargs`` to ``DiffCut``.
         """
         check_choice("backbone", backbone, ("diffusion", "vit"))
@@ -154,26 +156,35 @@ class DiffCut(nn.Module):
                 name_or_path or DEFAULT_DIFFUSION_MODEL, device=device, torch_dtype=dtype, **backbone_kwargs
             )
         else:
-            from ..models.vit import ViTBackbone
+            from ..models.vit import DEFAULT_TOKEN_BUDGET, ViTBackbone
 
+            if "resolution" not in backbone_kwargs:
+                backbone_kwargs.setdefault("token_budget", DEFAULT_TOKEN_BUDGET)
             if name_or_path is None:
                 raise ValueError("name_or_path: expected a ViT hub name or local folder with backbone='vit', got None")
             model = ViTBackbone.from_pretrained(name_or_path, device=device, dtype=dtype, **backbone_kwargs)
         return cls(model, **kwargs)
 
     @torch.no_grad()
-    def forward(self, images: Tensor) -> DiffCutOutput:
-        """Segment a batch: images (B, 3, H, W) in [0, 1] -> pixel labels (B, H, W) and the hierarchy."""
+    def forward(self, images: Tensor, output_size: tuple[int, int] | None = None) -> DiffCutOutput:
+        """Segment a batch: images (B, 3, H, W) in [0, 1] -> pixel labels and the hierarchy.
+
+        Labels are (B, H, W), or (B, *output_size) when given (e.g. the size of the original photo when
+        ``images`` were resized for processing): token labels go to that size in one step.
+        """
         check_tensor("images", images)
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images: expected (B, 3, H, W) RGB in [0, 1], got {tuple(images.shape)}")
         if not images.is_floating_point():
             raise ValueError(f"images: expected a float tensor with values in [0, 1], got {images.dtype}")
         check_finite("images", images)  # before the backbone runs, not as a NaN graph after it
+        size = tuple(images.shape[-2:]) if output_size is None else (int(output_size[0]), int(output_size[1]))
+        if min(size) < 1:
+            raise ValueError(f"output_size: expected (H, W) positive ints, got {output_size!r}")
         out = self.backbone(images)
         x = out.features if self.source == "features" else out.attention
         result = self.cut.segment(
-            x, tuple(out.grid), tuple(images.shape[-2:]), features=out.features, image=images,
+            x, tuple(out.grid), size, features=out.features, image=images if size == tuple(images.shape[-2:]) else None,
             threshold=self.policy_for(images),
         )
         return DiffCutOutput(labels=result.labels, token_labels=result.token_labels,

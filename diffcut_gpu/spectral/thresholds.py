@@ -193,12 +193,15 @@ class NullBoundThreshold:
 
     Args:
         bound: the null bound in (0, 1]: no split of a structureless image through the same backbone at
-            the same size had a smaller NCut (``null_model.calibrate_null``). 1.0, the fully mixed walk's
-            NCut, is the uncalibrated default.
+            the same size had a smaller NCut (``null_model.calibrate_null``). 1.0 (uncalibrated, the fully
+            mixed walk's NCut) gives the base policy unchanged, the previous default.
         base: policy choosing the threshold among significant splits (default log-Otsu). ``None``: the
             bound alone, every significant split is kept.
 
-    The significance rule is per node (``significant``), so it needs no full hierarchy by itself.
+    The significance rule is per node (``significant``): the recursion expands only nodes whose NCut is
+    below the bound (the policy reports the bound on a hierarchy without candidates), and the base policy
+    chooses among those, so no full hierarchy is needed and the recursion stops early. Uncalibrated
+    (bound 1) the policy is its base, with the base's needs.
     """
 
     def __init__(self, bound: float = 1.0, base: ThresholdPolicy | str | None = "logotsu") -> None:
@@ -206,7 +209,7 @@ class NullBoundThreshold:
             raise ValueError(f"bound: expected a null NCut in (0, 1], got {bound!r}")
         self.bound = float(bound)
         self.base = None if base is None else make_policy(base)
-        self.needs_full_hierarchy = self.base is not None and self.base.needs_full_hierarchy
+        self.needs_full_hierarchy = self.bound >= 1 and self.base is not None and self.base.needs_full_hierarchy
 
     def significant(self, size: Tensor, ncut: Tensor, eigenvalue: Tensor, level: Tensor) -> Tensor:
         """(M,) bool per node: ``ncut < bound`` (size, eigenvalue and level complete the per-node API)."""
@@ -217,6 +220,8 @@ class NullBoundThreshold:
         bound = torch.full((hierarchy.num_images,), self.bound, dtype=torch.float64, device=hierarchy.ncut.device)
         if self.base is None:
             return bound
+        if self.bound >= 1:  # uncalibrated: the base policy as it is (the previous default for "dynamic")
+            return self.base(hierarchy).to(torch.float64)
         # The base policy sees the significant candidates only, each at the threshold that splits it under
         # the top-down rule (the largest NCut on its path from the root): the splits it may choose.
         value = path_max_ncut(hierarchy)
@@ -268,7 +273,8 @@ def make_policy(threshold: float | str | ThresholdPolicy, *, graph: Tensor | Non
         return threshold
     if isinstance(threshold, str):
         if threshold not in POLICIES:
-            raise ValueError(f"threshold: expected a number or one of {list(POLICIES)}, got {threshold!r}")
+            others = sorted(n for n in POLICIES if n != "dynamic")
+            raise ValueError(f"threshold: expected a number, 'dynamic' or one of {others}, got {threshold!r}")
         factory = POLICIES[threshold]
         if getattr(factory, "needs_graph", False):
             if graph is None:

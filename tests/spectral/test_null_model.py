@@ -30,16 +30,14 @@ def test_planted_partition_recovered_exactly(seed, sizes):
     assert recursive_ncut(reversibilize(more), threshold=NullBoundThreshold(bound)).num_segments.tolist() == [1] * 3
 
 
-def test_uncalibrated_is_logotsu_below_one():
+def test_uncalibrated_is_logotsu():
+    from diffcut_gpu.spectral import LogOtsuThreshold
+
     P, _ = planted_attention(2, [20, 30, 25], noise=0.5, seed=4)
-    W = reversibilize(P)
-    a = recursive_ncut(W, threshold="dynamic")
-    b = recursive_ncut(W, threshold="logotsu")
-    significant = torch.where(b.ncut < 1, b.ncut, torch.full_like(b.ncut, float("inf")))
-    assert isinstance(make_policy("dynamic"), NullBoundThreshold)
-    if bool((b.ncut[torch.isfinite(b.ncut)] < 1).all()):  # then no candidate is dropped: same cut
-        assert torch.equal(a.labels, b.labels)
-    assert torch.isfinite(significant).any()
+    seg = recursive_ncut(reversibilize(P), threshold="logotsu")
+    policy = make_policy("dynamic")
+    assert isinstance(policy, NullBoundThreshold) and policy.bound == 1.0 and policy.needs_full_hierarchy
+    torch.testing.assert_close(policy(seg), LogOtsuThreshold()(seg), rtol=0, atol=0)
 
 
 def test_bound_only_and_with_bound_and_errors():
@@ -48,7 +46,7 @@ def test_bound_only_and_with_bound_and_errors():
     seg = recursive_ncut(W, threshold=NullBoundThreshold(0.5, base=None))
     assert not seg.thresholds.isinf().any() and seg.thresholds.item() == 0.5
     assert NullBoundThreshold(0.9).with_bound(0.4).bound == 0.4
-    assert NullBoundThreshold(0.9, base=None).needs_full_hierarchy is False
+    assert NullBoundThreshold(0.9).needs_full_hierarchy is False  # calibrated: the recursion prunes
     for bad in (0, 1.5, True, "x"):
         with pytest.raises(ValueError, match="bound"):
             NullBoundThreshold(bad)
@@ -64,3 +62,17 @@ def test_structureless_images():
     assert x.shape == (2, 3, 5, 7) and (x[0] == 0.5).all()
     assert 0 <= float(x[1].min()) and float(x[1].max()) <= 1 and float(x[1].std()) > 0.2
     assert torch.equal(structureless_images(5, 7)[1], x[1])  # seeded: the null is reproducible
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_early_stop_equals_full_hierarchy(seed):
+    """Expanding only significant nodes gives the labels of the full hierarchy (nothing else is choosable)."""
+    from tests.conftest import attention_like
+
+    W = reversibilize(attention_like(3, 90, seed=seed, temperature=4.0))
+    full = recursive_ncut(W, threshold="logotsu", min_size=2, max_depth=6)
+    bound = float(full.ncut[torch.isfinite(full.ncut)].median())  # a bound that cuts the hierarchy
+    policy = NullBoundThreshold(bound)
+    pruned = recursive_ncut(W, threshold=policy, min_size=2, max_depth=6)
+    assert pruned.num_nodes < full.num_nodes
+    assert torch.equal(pruned.labels, full.labels_at(policy(full)))
