@@ -212,6 +212,6 @@ class DiffCut(nn.Module):
             x = out.features if self.source == "features" else out.attention
             W, _ = cut.build_graph(x, out.features)
             seg = recursive_ncut(W, threshold="logotsu", min_size=cut.min_size, max_depth=cut.max_depth,
-                                 method=cut.method, tol=cut.tol)
+                                 method=cut.method, tol=cut.tol, backend=cut.backend)
             self._null_bounds[key] = null_bound_of(seg)
         return self._null_bounds[key]

@@ -122,8 +122,9 @@ def test_no_bulk_host_copy_between_unet_and_solver(monkeypatch):
     """From the UNet to the labels nothing large is copied to the host: only small reads (the level
     read of the recursion: split count and bucket widths, a few dozen numbers; scalar checks) happen,
     never .cpu()/.numpy()/.item() or .tolist() of anything bigger (tests/spectral/test_sync_count.py
-    bounds how many reads)."""
-    model = DiffCut(_tiny_diffusion(), threshold="dynamic", min_size=2)
+    bounds how many reads). ``backend="torch"``: the solvers a GPU runs (the CPU's ARPACK slot of the op
+    table works on host arrays by design)."""
+    model = DiffCut(_tiny_diffusion(), threshold="dynamic", min_size=2, backend="torch")
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     model(images)  # warm caches
 
