@@ -20,18 +20,18 @@ import numpy as np
 import torch
 
 from benchmarks.common import environment, write_json
+from benchmarks.real_attention import DATA, MODEL
 from diffcut_gpu import DiffCut
 from diffcut_gpu.io.images import read_image
 from diffcut_gpu.spectral import NullBoundThreshold, recursive_ncut
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=str(SHARED / "models" / "dinov2-small"))
-    p.add_argument("--image", default=str(SHARED / "data" / "bsds500" / "images" / "val" / "101085.jpg"))
+    p.add_argument("--model", default=str(MODEL))
+    p.add_argument("--image", default=str(DATA / "images" / "val" / "101085.jpg"))
     p.add_argument("--sides", type=int, nargs="+", default=[448, 896])
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "bench_dynamic.json"))

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import time
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import RESULTS, environment, markdown_table, write_json
+from benchmarks.common import RESULTS, environment, least_cpu_time, markdown_table, write_json
 from benchmarks.real_attention import load_image, val_images
 from diffcut_gpu.upsample import pamr
 
@@ -49,16 +48,6 @@ def coarse_masks(image: torch.Tensor, classes: int = 8) -> torch.Tensor:
     return F.one_hot(labels, classes).permute(0, 3, 1, 2).float()
 
 
-def cpu_time(fn, repeats: int) -> tuple[float, object]:
-    """Least process CPU time of ``repeats`` calls, and the last result."""
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.process_time()
-        out = fn()
-        best = min(best, time.process_time() - start)
-    return best, out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=3)
@@ -70,8 +59,8 @@ def main() -> None:
     for path in val_images(args.images):
         image = load_image(path)
         masks = coarse_masks(image)
-        t_new, new = cpu_time(lambda i=image, m=masks: pamr(i, m), 3)
-        t_old, ref = cpu_time(lambda i=image, m=masks: old(i, m), 1)
+        t_new, new = least_cpu_time(lambda i=image, m=masks: pamr(i, m), 3)
+        t_old, ref = least_cpu_time(lambda i=image, m=masks: old(i, m), 1)
         label_diff = int((new.argmax(1) != ref.argmax(1)).sum())
         prob_diff = float((new - ref).abs().max())
         if label_diff or prob_diff > 1e-5:

@@ -12,26 +12,15 @@ included) and for the solve alone.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from benchmarks.common import environment, markdown_table, write_json
+from benchmarks.common import environment, least_cpu_time, markdown_table, write_json
 from benchmarks.real_attention import real_attention
 from diffcut_gpu._checks import check_transition
 from diffcut_gpu.spectral import graph
 
 LIMIT = 1e-12  # L1 residual both answers must reach
-
-
-def least_cpu(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        best = min(best, time.process_time() - start)
-    return best
 
 
 def main() -> None:
@@ -54,12 +43,12 @@ def main() -> None:
             res_new = float(graph._residual_l1(chain, new).max())
             res_out = float(graph._residual_l1(q.to(out.dtype), out).max())  # in the output's own dtype
             res_old = float(graph._residual_l1(chain, old).max())
-            solve_new = least_cpu(lambda p64=p64, q=q, inv=inv: graph._stationary_gmres(
-                p64, q.float(), inv, LIMIT), args.repeats)
-            solve_old = least_cpu(lambda chain=chain: graph._stationary_lu(chain, LIMIT, LIMIT, 10_000),
-                                  max(2, args.repeats // 3))
-            total = least_cpu(lambda q=q: graph.stationary_distribution(q), args.repeats)
-            checks = least_cpu(lambda q=q: check_transition("P", q, min_nodes=1), args.repeats)
+            solve_new = least_cpu_time(lambda p64=p64, q=q, inv=inv: graph._stationary_gmres(
+                p64, q.float(), inv, LIMIT), args.repeats, warmup=1)[0]
+            solve_old = least_cpu_time(lambda chain=chain: graph._stationary_lu(chain, LIMIT, LIMIT, 10_000),
+                                       max(2, args.repeats // 3), warmup=1)[0]
+            total = least_cpu_time(lambda q=q: graph.stationary_distribution(q), args.repeats, warmup=1)[0]
+            checks = least_cpu_time(lambda q=q: check_transition("P", q, min_nodes=1), args.repeats, warmup=1)[0]
             rows.append({"dtype": str(dtype).replace("torch.", ""), "B": b,
                          "gmres_ms_per_image": 1e3 * solve_new / b, "lu_ms_per_image": 1e3 * solve_old / b,
                          "speedup": solve_old / solve_new, "public_call_ms_per_image": 1e3 * total / b,

@@ -12,11 +12,10 @@ AMX; ``torch.ops.mkldnn._is_mkldnn_bf16_supported()``) oneDNN emulates it and it
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from benchmarks.common import environment, markdown_table, write_json
+from benchmarks.common import environment, least_cpu_time, markdown_table, write_json
 from benchmarks.real_attention import MODEL, load_image, val_images
 from diffcut_gpu.modules.diffcut import DiffCut
 
@@ -39,15 +38,6 @@ def adjusted_rand_index(a: torch.Tensor, b: torch.Tensor) -> float:
     return 1.0 if top == expected else (index - expected) / (top - expected)
 
 
-def least_cpu(fn, repeats: int = 2):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.process_time()
-        out = fn()
-        best = min(best, time.process_time() - start)
-    return best, out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4)
@@ -63,7 +53,7 @@ def main() -> None:
         row = {"image": path.name}
         labels = {}
         for name, model in models.items():
-            row[f"{name}_backbone_s"], _ = least_cpu(lambda m=model, x=image: m.backbone(x))
+            row[f"{name}_backbone_s"], _ = least_cpu_time(lambda m=model, x=image: m.backbone(x), 2)
             labels[name] = model(image).labels
             row[f"{name}_segments"] = int(labels[name].unique().numel())
         row["bf16_speedup"] = row["float32_backbone_s"] / row["bfloat16_backbone_s"]

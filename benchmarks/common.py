@@ -43,6 +43,19 @@ def time_it(fn: Callable[[], object], *, device: torch.device | str = "cpu", war
     return {"median_s": statistics.median(times), "min_s": min(times), "repeats": len(times)}
 
 
+def least_cpu_time(fn: Callable[[], object], repeats: int, *, warmup: int = 0) -> tuple[float, object]:
+    """Least process CPU time (seconds) of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones, and
+    the last result: the steadiest single number on a shared CPU machine."""
+    for _ in range(warmup):
+        fn()
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.process_time()
+        out = fn()
+        best = min(best, time.process_time() - start)
+    return best, out
+
+
 def environment(device: torch.device | str = "cpu") -> dict:
     """Commit, device, versions and thread count, recorded next to every result."""
     try:

@@ -15,18 +15,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.real_attention import DATA, MODEL
 from diffcut_gpu import DiffCut
 from diffcut_gpu.eval.figures import _pyplot, mean_colour_mosaic
 from diffcut_gpu.io.images import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=str(SHARED / "models" / "dinov2-small"))
-    p.add_argument("--image", default=str(SHARED / "data" / "bsds500" / "images" / "val" / "101085.jpg"))
+    p.add_argument("--model", default=str(MODEL))
+    p.add_argument("--image", default=str(DATA / "images" / "val" / "101085.jpg"))
     p.add_argument("--out", default=str(ROOT / "docs" / "figures" / "granularity.png"))
     args = p.parse_args()
     torch.set_num_threads(1)
