@@ -104,6 +104,7 @@ def lanczos_fiedler_cuda(
     keep: int | None = None,
     strategy: str = "auto",
     check_values: bool = True,
+    poll: bool = True,
 ):
     """Fiedler pairs of a batch of graphs by batched thick-restart Lanczos on the GPU.
 
@@ -121,12 +122,15 @@ def lanczos_fiedler_cuda(
         strategy: ``"auto"``, ``"fused"`` or ``"tiled"`` (see the module docstring).
         check_values: raise on NaN, Inf or negative entries in the valid blocks before any launch (one
             pass over W and one host sync); False for graphs already checked (the recursion's).
+        poll: with ``strategy="tiled"``, read once per m steps whether every graph is done, to stop early
+            (one host sync each); False runs the whole step budget without reading the host (the device
+            sync policy of ``LanczosParams``, used by the recursion on GPUs).
 
     Returns:
         ``FiedlerResult(lam (B,), x (B, N), residual (B,), iterations (B,) int64, converged (B,) bool)``,
         float32, on W's device; graphs with fewer than two active nodes get lam = 0, x = 0, residual 0.
         Asynchronous: no host sync (beyond ``check_values``), except one poll per m steps with
-        ``strategy="tiled"``.
+        ``strategy="tiled"`` and ``poll=True``.
 
     Raises:
         ValueError: bad arguments, bad values (``check_values``), or a device that cannot run the kernel
@@ -214,6 +218,6 @@ def lanczos_fiedler_cuda(
             for grid, _, matvec_args in tiles:
                 matvec(grid, (_TILE_THREADS,), matvec_args)
             step((b,), (_THREADS,), per_graph_args, shared_mem=step_smem)
-            if (r + 1) % m == 0 and bool((state[:, 0] == _DONE).all()):
+            if poll and (r + 1) % m == 0 and bool((state[:, 0] == _DONE).all()):
                 break
     return result

@@ -109,8 +109,9 @@ def solve_fiedler_deferred(W: Tensor, *, method: str = "auto", sizes: Tensor | N
     if impl == "cuda":  # reads fp16/bf16 storage as it is; same budget meaning (passes over W)
         kernel = dispatch.implementation("fiedler", "cuda")
         budget = params.step_budget(W.shape[-1], rescued=False)
+        poll = dispatch.sync_policy(W.device, params.sync) == "host"
         return kernel(stored, sizes, params.tol, budget, krylov_dim=params.krylov_dim, keep=params.keep,
-                      check_values=False), False
+                      check_values=False, poll=poll), False
     if impl != "torch":  # another registered solver with the common signature
         return dispatch.implementation("fiedler", impl)(W, sizes, params.tol, params.max_iter), False
     rescue = params.float64_rescue and W.dtype == torch.float32

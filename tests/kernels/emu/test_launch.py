@@ -229,3 +229,20 @@ def test_dlpack_view_detaches_and_reinterprets():
     raw = interop.dlpack_view(b)
     assert raw.dtype == torch.int16 and raw.data_ptr() == b.data_ptr()
     assert interop.dlpack_view(torch.ones(2, dtype=torch.bool)).dtype == torch.uint8
+
+
+def test_tiled_lanczos_without_polling_reads_no_host_value(monkeypatch):
+    """``poll=False`` (the recursion's device sync policy) runs the whole step budget with no host read
+    and gives the answer the polling run gives (finished graphs stay frozen)."""
+    from benchmarks.syncs import SyncCounter
+
+    harness.patch_wrappers(monkeypatch)
+    W = kernels._graph(2, 24, seed=4)
+    polled = lanczos.lanczos_fiedler_cuda(W, krylov_dim=8, max_iter=40, strategy="tiled", check_values=False)
+    with SyncCounter() as counter:
+        quiet = lanczos.lanczos_fiedler_cuda(W, krylov_dim=8, max_iter=40, strategy="tiled", check_values=False,
+                                             poll=False)
+    assert counter.total == 0, counter.counts
+    assert quiet.converged.all()
+    for f in ("lam", "x", "residual", "converged"):
+        assert torch.equal(getattr(quiet, f), getattr(polled, f)), f
