@@ -59,7 +59,8 @@ def worker(batch: int, repeats: int, tau: float, device_policy: bool) -> dict:
         from diffcut_gpu._types import LanczosParams
 
         with SyncCounter() as counter:
-            dev = recursive_ncut(W, threshold=tau, params=LanczosParams(sync="device"))
+            # What a GPU runs: the torch twins (the CPU's ARPACK slot reads the host by design).
+            dev = recursive_ncut(W, threshold=tau, params=LanczosParams(sync="device"), backend="torch")
         out["device_policy_syncs"] = counter.total
         out["device_policy_same_labels"] = bool(torch.equal(dev.labels, seg.labels))
     return out
