@@ -121,7 +121,35 @@ def plot_oversubscribed(data: dict, out: Path) -> Path:
                  series, "seconds (median)", out)
 
 
+def plot_syncs(data: dict, out: Path) -> Path:
+    """Host reads per ``recursive_ncut`` call (log scale) and CPU seconds, before and after, per batch."""
+    plt = _pyplot()
+    rows = data["rows"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    xs = range(len(rows))
+    series = (("before", "before_syncs"), ("after, CPU policy", "after_syncs"),
+              ("after, device policy (GPU)", "after_device_policy_syncs"))
+    for i, (label, key) in enumerate(series):
+        left.bar([x + 0.27 * i for x in xs], [r[key] for r in rows], 0.27, label=label)
+    left.set_yscale("log")
+    left.set_ylabel("host reads per call")
+    left.legend(fontsize=7)
+    for i, (label, key) in enumerate((("before", "before_s"), ("after", "after_s"))):
+        right.bar([x + 0.4 * i for x in xs], [r[key] for r in rows], 0.4, label=label)
+    right.set_ylabel("CPU seconds per call (1 thread)")
+    right.legend(fontsize=7)
+    for ax, shift in ((left, 0.27), (right, 0.2)):
+        ax.set_xticks([x + shift for x in xs], [f"B={r['batch']}" for r in rows])
+    fig.suptitle(f"recursive_ncut, {data['tokens']} tokens, tau {data['tau']}: before ({data['before_revision']}) "
+                 "and after", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 PLOTTERS = {
+    "bench_syncs.json": plot_syncs,
     "bench_pamr.json": plot_pamr,
     "bench_stationary.json": plot_stationary,
     "bench_oversubscribed.json": plot_oversubscribed,
