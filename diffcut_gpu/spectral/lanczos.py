@@ -345,16 +345,12 @@ def _lanczos_early_exit(W: Tensor, sizes: Tensor | None, tol: float, max_iter: i
             c0, steps = c0 + p, steps + 1
             if not schedule.due(steps, c0, last=c0 + p > m or steps >= max_iter):
                 continue
-            theta, Y = _rayleigh_ritz(H, alive, c0)
-            y_last = Y[:, c0 - p : c0, -1:].transpose(1, 2)  # (b, 1, p): top Ritz vector, last block
-            estimate = _bmm(y_last, R).norm(dim=(1, 2))
+            theta, Y, estimate = _ritz_estimate(H, alive, R, c0, p)
             if not bool((((estimate <= tol) | (steps >= max_iter)) & ~done).any()):
                 continue
             mu, v, res = _ritz_pair(W, s, V, theta, Y, c0)
             ok = res <= tol
-            # A graph finishes on its own estimate and residual only, so a batch gives every graph
-            # exactly the answer it gets alone (whatever the other graphs do).
-            finish = ((ok & (estimate <= tol)) | (steps >= max_iter)) & ~done
+            finish = _finishing(ok, estimate, tol, steps >= max_iter, done)
             out = ids[finish]
             lam[out] = (1 - mu[finish]).clamp(0, 2)
             x[out] = fix_sign(s[finish] * v[finish])
@@ -414,12 +410,10 @@ def _lanczos_fixed(W: Tensor, sizes: Tensor | None, tol: float, max_iter: int, m
             c0, steps = c0 + p, steps + 1
             if not schedule.due(steps, c0, last=c0 + p > m or steps >= max_iter):
                 continue
-            theta, Y = _rayleigh_ritz(H, alive, c0)
-            y_last = Y[:, c0 - p : c0, -1:].transpose(1, 2)
-            estimate = _bmm(y_last, R).norm(dim=(1, 2))
+            theta, Y, estimate = _ritz_estimate(H, alive, R, c0, p)
             mu, v, res = _ritz_pair(W, s, V, theta, Y, c0)
             ok = res <= tol
-            finish = ((ok & (estimate <= tol)) | (steps >= max_iter)) & ~done
+            finish = _finishing(ok, estimate, tol, steps >= max_iter, done)
             lam = torch.where(finish, (1 - mu).clamp(0, 2), lam)
             x = torch.where(finish.unsqueeze(-1), fix_sign(s * v), x)
             residual = torch.where(finish, res, residual)
@@ -450,6 +444,21 @@ class _Checkpoints:
             return False
         self.since = 0.0
         return True
+
+
+def _ritz_estimate(H: Tensor, alive: Tensor, R: Tensor, c0: int, p: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Ritz values and vectors of T (``_rayleigh_ritz``) and the free residual estimate ||R^T y_last|| (b,)
+    of the top pair, y_last being its entries on the last block."""
+    theta, Y = _rayleigh_ritz(H, alive, c0)
+    y_last = Y[:, c0 - p : c0, -1:].transpose(1, 2)  # (b, 1, p): top Ritz vector, last block
+    return theta, Y, _bmm(y_last, R).norm(dim=(1, 2))
+
+
+def _finishing(ok: Tensor, estimate: Tensor, tol: float, out_of_steps: bool, done: Tensor) -> Tensor:
+    """(b,) bool: graphs that finish at this checkpoint, the one rule of both sync policies. A graph
+    finishes on its own estimate and true residual (``ok``) only, or when the budget is spent, so a batch
+    gives every graph exactly the answer it gets alone (whatever the other graphs do)."""
+    return ((ok & (estimate <= tol)) | out_of_steps) & ~done
 
 
 def _ritz_pair(W: Tensor, s: Tensor, V: Tensor, theta: Tensor, Y: Tensor, c0: int) -> tuple[Tensor, Tensor, Tensor]:
