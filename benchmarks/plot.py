@@ -22,6 +22,14 @@ def _pyplot():
     return plt
 
 
+def _save(fig, out: Path) -> Path:
+    """Lay out, write ``out`` as a PNG and free the figure."""
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    _pyplot().close(fig)
+    return out
+
+
 def plot_fiedler(data: dict, out: Path) -> Path:
     """Per-matrix solve time of each method, grouped by (B, N), log scale."""
     plt = _pyplot()
@@ -44,10 +52,7 @@ def plot_fiedler(data: dict, out: Path) -> Path:
     env = data["results"]["environment"] if "results" in data else data["environment"]
     ax.set_title(f"Fiedler vector, {env['device_name']} ({env['device']}, {env['threads']} threads)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_recursive(data: dict, out: Path) -> Path:
@@ -68,10 +73,7 @@ def plot_recursive(data: dict, out: Path) -> Path:
     env = data["environment"]
     ax.set_title(f"Recursive NCut, {env['device_name']} ({env['device']}, {env['threads']} threads)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def _bars(title: str, labels: list[str], series: dict[str, list[float]], ylabel: str, out: Path,
@@ -88,10 +90,7 @@ def _bars(title: str, labels: list[str], series: dict[str, list[float]], ylabel:
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_pamr(data: dict, out: Path) -> Path:
@@ -142,10 +141,7 @@ def plot_syncs(data: dict, out: Path) -> Path:
         ax.set_xticks([x + shift for x in xs], [f"B={r['batch']}" for r in rows])
     fig.suptitle(f"recursive_ncut, {data['tokens']} tokens, tau {data['tau']}: before ({data['before_revision']}) "
                  "and after", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 PLOTTERS = {
